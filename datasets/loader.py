@@ -1,0 +1,65 @@
+"""Random fixed-length clips from frame shards, in a resumable order.
+
+The order of clips depends only on (seed, position), so training resumes at the exact batch it
+stopped at: the sampler is rebuilt with `start = step * batch_size`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from robo_genie.datasets.shards import FrameShards, ShardError
+
+
+class ClipDataset(Dataset):
+    """Every window of `clip_len` consecutive frames inside one episode."""
+
+    def __init__(self, root: str | Path, clip_len: int):
+        self.shards = FrameShards(root)
+        self.clip_len = clip_len
+        self.with_labels = self.shards.has("labels")
+        self.index = np.array([(e, s) for e, ep in enumerate(self.shards.episodes)
+                               for s in range(ep["length"] - clip_len + 1)], dtype=np.int64)
+        if len(self.index) == 0:
+            longest = max(ep["length"] for ep in self.shards.episodes)
+            raise ShardError(f"{root}: no episode has {clip_len} frames (longest has {longest}); "
+                             f"lower the clip length or ingest longer episodes")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        e, s = (int(v) for v in self.index[i])
+        item = {"frames": torch.from_numpy(np.ascontiguousarray(self.shards.read(e, s, self.clip_len)))}
+        if self.with_labels:
+            item["labels"] = torch.from_numpy(self.shards.read(e, s, self.clip_len, key="labels"))
+        return item
+
+
+class ResumableSampler(Sampler[int]):
+    """An endless stream of shuffled indices; epoch k uses the permutation seeded by (seed, k)."""
+
+    def __init__(self, n: int, seed: int, start: int = 0):
+        self.n, self.seed, self.start = n, seed, start
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, pos = divmod(self.start, self.n)
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            yield from torch.randperm(self.n, generator=g)[pos:].tolist()
+            epoch, pos = epoch + 1, 0
+
+
+def clip_loader(dataset: ClipDataset, batch_size: int, seed: int, start_batch: int = 0,
+                num_workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    sampler = ResumableSampler(len(dataset), seed, start_batch * batch_size)
+    # Its own generator: a DataLoader otherwise draws a worker seed from the global RNG when it
+    # starts, which would shift the training RNG stream of a resumed run.
+    return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                           drop_last=True, persistent_workers=num_workers > 0,
+                           generator=torch.Generator().manual_seed(seed)))

@@ -1,0 +1,1 @@
+"""robo_genie package."""

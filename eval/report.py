@@ -1,0 +1,79 @@
+"""Pictures and pages people open: animated grids (GIF), still grids (PNG), an HTML summary."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from robo_genie.play import World, to_uint8
+
+
+def tile(grid: np.ndarray, pad: int = 2, scale: int = 2) -> np.ndarray:
+    """[rows, cols, H, W, 3] uint8 -> one image with white gutters, upscaled by `scale`."""
+    rows, cols, h, w, _ = grid.shape
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            out[y:y + h, x:x + w] = grid[r, c]
+    return np.kron(out, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else out
+
+
+def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 4) -> None:
+    imgs = [Image.fromarray(f) for f in frames]
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+
+
+@torch.no_grad()
+def action_grid(world: World, prompts: np.ndarray, length: int = 8) -> np.ndarray:
+    """Every latent action, repeated `length` times, from every prompt.
+
+    Returns uint8 [length + 1, n_prompts, |A|, H, W, 3] (frame 0 is the prompt).
+    """
+    n, a = len(prompts), world.num_actions
+    first = torch.from_numpy(prompts).float().div(255).repeat_interleave(a, 0)     # [n*a, H, W, 3]
+    actions = torch.arange(a).repeat(n)
+    world.reset_batch(first)
+    grid = world.tokenizer.decode(world._tokens.reshape(n * a, 1, world.cfg.image_size // world.cfg.tokenizer.patch, -1))[:, 0]
+    frames = [grid] + [world.step_batch(actions) for _ in range(length)]
+    video = to_uint8(torch.stack(frames))                                          # [L+1, n*a, ...]
+    return video.reshape(length + 1, n, a, *video.shape[2:])
+
+
+def write_rollouts_gif(world: World, prompts: np.ndarray, path: str | Path, length: int = 8) -> None:
+    grid = action_grid(world, prompts, length)
+    save_gif([tile(g) for g in grid], path)
+
+
+def write_html(path: str | Path, title: str, report: dict, images: list[tuple[str, str]]) -> None:
+    """A self-contained page: the numbers as a table, then the pictures (paths relative to it)."""
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
+                   for k, v in _flatten(report).items())
+    figs = "".join(f"<figure><img src='{html.escape(src)}'><figcaption>{html.escape(cap)}</figcaption></figure>"
+                   for src, cap in images)
+    Path(path).write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}td{padding:2px 12px}"
+        "img{image-rendering:pixelated;max-width:100%}figure{margin:1.5em 0}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1><table>{rows}</table>{figs}"
+        f"<details><summary>report.json</summary><pre>{html.escape(json.dumps(report, indent=1))}</pre>"
+        "</details></body></html>")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif not isinstance(v, list):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,91 @@
+"""The world-model bundle: one directory, loadable by one call, that cannot execute code.
+
+    bundle/
+      config.yaml              the resolved model config (read with a safe YAML loader)
+      tokenizer.safetensors    one file of tensors per trained part
+      lam.safetensors
+      dynamics.safetensors
+      meta.json                format, which parts are present, how each was trained
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+from robo_genie.config import ModelConfig
+from robo_genie.models import PARTS, build_part
+from robo_genie.training.checkpoint import state_dict_for_save
+
+FORMAT = "robo_genie.bundle/1"
+
+
+class BundleError(ValueError):
+    pass
+
+
+def _meta_path(path: Path) -> Path:
+    return path / "meta.json"
+
+
+def read_meta(path: str | Path) -> dict:
+    path = Path(path)
+    if not _meta_path(path).is_file():
+        raise BundleError(f"{path} is not a world-model bundle (no meta.json). Train one with "
+                          f"`robo-genie train stage=all data.path=SHARDS out=RUN` (it writes RUN/bundle).")
+    meta = json.loads(_meta_path(path).read_text())
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{_meta_path(path)}: unknown format {meta.get('format')!r} (expected {FORMAT})")
+    return meta
+
+
+def load_model_config(path: str | Path) -> DictConfig:
+    """The bundle's model config, validated against the ModelConfig schema."""
+    schema = OmegaConf.structured(ModelConfig)
+    return OmegaConf.merge(schema, OmegaConf.load(Path(path) / "config.yaml"))
+
+
+def save_part(path: str | Path, part: str, model: torch.nn.Module, model_cfg: DictConfig,
+              info: dict[str, Any]) -> None:
+    """Add or replace one part of a bundle (creating the bundle if needed)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg_yaml = OmegaConf.to_yaml(model_cfg, resolve=True)
+    if (path / "config.yaml").is_file() and OmegaConf.load(path / "config.yaml") != OmegaConf.create(cfg_yaml):
+        raise BundleError(f"{path}/config.yaml describes a different model than the {part} being saved; "
+                          f"write to a new run directory or pass init_from={path}")
+    tmp = path / f"{part}.safetensors.tmp"
+    save_file(state_dict_for_save(model), str(tmp))
+    os.replace(tmp, path / f"{part}.safetensors")
+    (path / "config.yaml").write_text(cfg_yaml)
+    meta = read_meta(path) if _meta_path(path).is_file() else {"format": FORMAT, "parts": {}}
+    meta["parts"][part] = info
+    tmp = path / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, _meta_path(path))
+
+
+def load_part(path: str | Path, part: str, device: str | torch.device = "cpu",
+              model_cfg: DictConfig | None = None) -> torch.nn.Module:
+    path = Path(path)
+    meta = read_meta(path)
+    if part not in meta["parts"]:
+        raise BundleError(f"{path} has no trained {part} (it has: {', '.join(meta['parts']) or 'nothing'}); "
+                          f"train it with `robo-genie train stage={part} ...`")
+    model_cfg = model_cfg if model_cfg is not None else load_model_config(path)
+    model = build_part(part, model_cfg)
+    model.load_state_dict(load_file(str(path / f"{part}.safetensors"), device="cpu"))
+    return model.to(device).eval()
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu",
+                parts: tuple[str, ...] = PARTS) -> tuple[DictConfig, dict[str, torch.nn.Module]]:
+    """Load the model config and the requested parts (all three by default)."""
+    cfg = load_model_config(path)
+    return cfg, {p: load_part(path, p, device, cfg) for p in parts}

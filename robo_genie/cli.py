@@ -1,0 +1,143 @@
+"""`robo-genie SUBCOMMAND [word] key=value ...`: every subcommand composes a structured config
+(robo_genie.config) with Hydra overrides, so a wrong key or type fails before any work starts."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+USAGE = """usage: robo-genie COMMAND [key=value ...]
+
+commands:
+  demo      whole pipeline on embedded MuJoCo data: generate, train, evaluate, play
+            robo-genie demo out=DIR
+  ingest    video -> frame shards
+            robo-genie ingest source=video_folder path=IN out=SHARDS [fps=..] [resolution=64]
+  train     train the tokenizer, LAM and dynamics model into RUN/bundle
+            robo-genie train stage=all data.path=SHARDS model=tiny out=RUN [steps=..]
+  play      roll a world model out from an image under chosen latent actions
+            robo-genie play bundle=RUN/bundle prompt=IMAGE actions=0,3,3,1 out=ROLLOUT.gif
+  eval      robo-genie eval controllability bundle=RUN/bundle data.path=SHARDS out=DIR
+  sim       robo-genie sim generate episodes=N workers=W out=SHARDS
+
+`robo-genie COMMAND --help` prints that command's config with its defaults.
+"""
+
+
+def compose(config_name: str, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize
+    from omegaconf import OmegaConf
+
+    from robo_genie.config import register_configs
+
+    register_configs()
+    with initialize(version_base=None, config_path=None):
+        cfg = hydra_compose(config_name=config_name, overrides=overrides)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise SystemExit(f"robo-genie: missing required setting(s): {', '.join(m + '=...' for m in missing)}")
+    return cfg
+
+
+def _demo(cfg) -> None:
+    from robo_genie.demo import run_demo
+    run_demo(cfg)
+
+
+def _ingest(cfg) -> None:
+    from robo_genie.datasets.ingest import ingest
+    manifest = ingest(cfg.source, cfg.path, cfg.out, fps=cfg.fps, resolution=cfg.resolution,
+                      episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, progress=cfg.progress)
+    n = sum(e["length"] for e in manifest["episodes"])
+    print(f"wrote {len(manifest['episodes'])} episodes ({n} frames) to {cfg.out}")
+
+
+def _train(cfg) -> None:
+    from robo_genie.training.jobs import run_train_job
+    run_train_job(cfg)
+
+
+def _play(cfg) -> None:
+    from robo_genie.eval.report import save_gif
+    from robo_genie.datasets.transforms import load_image
+    from robo_genie.play import World
+
+    world = World.from_bundle(cfg.bundle, cfg.device, cfg.seed)
+    world.maskgit_steps, world.temperature = cfg.maskgit_steps, cfg.temperature
+    try:
+        actions = [int(a) for a in str(cfg.actions).split(",") if a.strip()]
+    except ValueError:
+        raise SystemExit(f"robo-genie play: actions={cfg.actions!r} must be comma-separated integers "
+                         f"in [0, {world.num_actions})") from None
+    frames = [world.reset(load_image(cfg.prompt, world.image_size))]
+    frames += [world.step(a) for a in actions]
+    save_gif(frames, cfg.out, fps=cfg.fps)
+    print(f"wrote {len(frames)} frames ({len(actions)} actions) to {cfg.out}")
+
+
+def _eval(cfg) -> None:
+    if cfg.what != "controllability":
+        raise SystemExit(f"robo-genie eval: unknown evaluation {cfg.what!r}; available: controllability")
+    from robo_genie.eval.jobs import run_controllability
+    run_controllability(cfg)
+
+
+def _sim(cfg) -> None:
+    if cfg.what != "generate":
+        raise SystemExit(f"robo-genie sim: unknown action {cfg.what!r}; available: generate")
+    if cfg.scene != "tabletop":
+        raise SystemExit(f"robo-genie sim: unknown scene {cfg.scene!r}; available: tabletop")
+    from robo_genie.sim.generate import generate
+    m = generate(cfg.out, cfg.episodes, cfg.episode_len, cfg.resolution, cfg.workers, cfg.seed, cfg.progress)
+    print(f"wrote {len(m['episodes'])} episodes to {cfg.out}")
+
+
+COMMANDS: dict[str, tuple[str, Callable]] = {
+    "demo": ("demo", _demo), "ingest": ("ingest", _ingest), "train": ("train", _train),
+    "play": ("play", _play), "eval": ("eval", _eval), "sim": ("sim", _sim),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        raise SystemExit(f"robo-genie: unknown command {command!r}\n\n{USAGE}")
+    config_name, run = COMMANDS[command]
+    words = [a for a in rest if "=" not in a and not a.startswith("-")]
+    overrides = [a for a in rest if "=" in a]
+    if len(words) > 1:
+        raise SystemExit(f"robo-genie {command}: unexpected words {words}; settings are key=value")
+    if words:
+        overrides.append(f"what={words[0]}")
+
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if "--help" in rest or "-h" in rest:
+        print(OmegaConf.to_yaml(compose(config_name, [o for o in overrides if not o.startswith("what=")]
+                                        if command in ("demo", "train") else [])))
+        return
+    try:
+        cfg = compose(config_name, overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise SystemExit(f"robo-genie {command}: bad setting: {e}\n(`robo-genie {command} --help` lists "
+                         f"the settings and their defaults)") from None
+    from robo_genie.bundle import BundleError
+    from robo_genie.datasets.shards import ShardError
+    from robo_genie.datasets.sources import IngestError
+    try:
+        run(cfg)
+    except (IngestError, ShardError, BundleError) as e:
+        raise SystemExit(f"robo-genie {command}: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Structured configs (dataclasses registered in Hydra's ConfigStore).
+
+Every subcommand of `robo-genie` composes one of the job configs below with the user's
+`key=value` overrides, so a misspelt key or a wrong type fails before any work starts.
+Model sizes are a config group: `model=tiny|small|robo_2p5b`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# ----------------------------------------------------------------------------- model parts
+@dataclass
+class STConfig:
+    """One ST-transformer stack."""
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+
+
+@dataclass
+class TokenizerConfig:
+    patch: int = 4
+    codebook_size: int = 1024
+    code_dim: int = 32
+    encoder: STConfig = field(default_factory=STConfig)
+    decoder: STConfig = field(default_factory=STConfig)
+    commitment_weight: float = 0.25
+    ema_decay: float = 0.95           # EMA codebook updates (no codebook gradients)
+    dead_code_threshold: float = 2.0  # codes used fewer times per batch (EMA) are restarted
+
+
+@dataclass
+class LAMConfig:
+    patch: int = 16
+    num_actions: int = 8              # |A|
+    code_dim: int = 32
+    encoder: STConfig = field(default_factory=STConfig)
+    decoder: STConfig = field(default_factory=STConfig)
+    commitment_weight: float = 0.25
+    ema_decay: float = 0.9
+    dead_code_threshold: float = 2.0
+    # The encoder also reads x_t - x_{t-1}: motion is then a first-order input feature.
+    diff_input: bool = True
+    # The decoder predicts a change on top of frame t (in logit space, still a sigmoid
+    # output), so what is left to explain is exactly what moved: the latent action.
+    residual_pixels: bool = True
+    # Extra loss weight on pixels that change between t and t+1 (0 disables).
+    motion_weight: float = 4.0
+    motion_threshold: float = 0.04
+
+
+@dataclass
+class DynamicsConfig:
+    net: STConfig = field(default_factory=STConfig)
+    maskgit_steps: int = 25
+    temperature: float = 2.0          # MaskGIT choice temperature (noise on confidences, annealed)
+    token_temperature: float = 1.0    # softmax temperature for token draws; 0 = argmax
+    mask_rate_min: float = 0.5        # train-time mask rate ~ U[mask_rate_min, 1]
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    image_size: int = 64
+    max_frames: int = 16
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    lam: LAMConfig = field(default_factory=LAMConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+
+
+def _st(dim: int, depth: int, heads: int) -> STConfig:
+    return STConfig(dim=dim, depth=depth, heads=heads)
+
+
+# Tiny: sized so that the whole demo (data, three trainings, eval) fits ten minutes on 2 CPU cores.
+TINY = ModelConfig(
+    name="tiny",
+    tokenizer=TokenizerConfig(patch=4, codebook_size=1024, code_dim=32,
+                              encoder=_st(96, 2, 4), decoder=_st(96, 3, 4)),
+    lam=LAMConfig(patch=16, num_actions=8, code_dim=32, encoder=_st(96, 2, 4), decoder=_st(96, 2, 4)),
+    dynamics=DynamicsConfig(net=_st(128, 3, 4)),
+)
+# Small: the paper's CoinRun case study (tokenizer 8L d512, LAM 8L d512, dynamics 12L d512).
+SMALL = ModelConfig(
+    name="small",
+    tokenizer=TokenizerConfig(encoder=_st(512, 8, 8), decoder=_st(512, 8, 8)),
+    lam=LAMConfig(encoder=_st(512, 8, 8), decoder=_st(512, 8, 8)),
+    dynamics=DynamicsConfig(net=_st(512, 12, 8)),
+)
+# Robotics scale: dynamics ~2.5B, tokenizer ~200M, LAM ~300M parameters (head dim 64-128).
+ROBO_2P5B = ModelConfig(
+    name="robo_2p5b",
+    tokenizer=TokenizerConfig(encoder=_st(512, 12, 8), decoder=_st(704, 20, 11)),
+    lam=LAMConfig(encoder=_st(768, 16, 12), decoder=_st(768, 16, 12)),
+    dynamics=DynamicsConfig(net=_st(2560, 24, 20)),
+)
+MODEL_PRESETS = {"tiny": TINY, "small": SMALL, "robo_2p5b": ROBO_2P5B}
+
+
+# ----------------------------------------------------------------------------- jobs
+@dataclass
+class DataConfig:
+    path: str = MISSING               # a frame-shard directory (see `robo-genie ingest`)
+    num_workers: int = 0              # DataLoader worker processes
+
+
+@dataclass
+class StageTrainConfig:
+    steps: int = 1000
+    batch_size: int = 8
+    clip_len: int = 16
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1         # cosine decay from lr down to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    ckpt_every: int = 500
+    log_every: int = 25
+
+
+@dataclass
+class TrainJob:
+    defaults: List[Any] = field(default_factory=lambda: ["_self_", {"model": "tiny"}])
+    model: ModelConfig = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    stage: str = "all"                # all | tokenizer | lam | dynamics
+    out: str = MISSING                # run directory; the world-model bundle goes to OUT/bundle
+    steps: Optional[int] = None       # if set, overrides every stage's steps
+    init_from: Optional[str] = None   # a bundle to start from (fine-tuning on a lab's own video)
+    device: str = "auto"              # auto | cpu | cuda
+    seed: int = 0
+    progress: bool = True
+    halt_at_step: Optional[int] = None  # stop (checkpointed) at this step, as an interruption would
+    tokenizer: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=4))
+    lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=8))
+    dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=8))
+
+
+@dataclass
+class IngestJob:
+    source: str = "video_folder"      # video_folder (more sources: see the README)
+    path: str = MISSING
+    out: str = MISSING
+    fps: Optional[float] = None       # resample to this rate; default: each file's own rate
+    resolution: int = 64
+    episode_frames: int = 0           # split long videos into episodes of this many frames (0 = no)
+    shard_frames: int = 4096          # frames per shard file
+    progress: bool = True
+
+
+@dataclass
+class PlayJob:
+    bundle: str = MISSING
+    prompt: str = MISSING             # an image file (any size; centre-cropped and resized)
+    actions: str = "0,1,2,3"          # comma-separated latent actions in [0, |A|)
+    out: str = "rollout.gif"
+    fps: int = 4
+    seed: int = 0
+    device: str = "auto"
+    maskgit_steps: Optional[int] = None
+    temperature: Optional[float] = None
+
+
+@dataclass
+class EvalJob:
+    what: str = "controllability"     # the first positional word: `robo-genie eval controllability`
+    bundle: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    out: str = MISSING
+    t: int = 4                        # evaluate the frame t steps after the prompt
+    n_clips: int = 32
+    seed: int = 0
+    device: str = "auto"
+    maskgit_steps: Optional[int] = None
+
+
+@dataclass
+class SimGenerateJob:
+    what: str = "generate"
+    scene: str = "tabletop"
+    episodes: int = 64
+    episode_len: int = 32
+    resolution: int = 64
+    workers: int = 1
+    seed: int = 0
+    out: str = MISSING
+    progress: bool = True
+
+
+@dataclass
+class DemoJob:
+    defaults: List[Any] = field(default_factory=lambda: ["_self_", {"model": "tiny"}])
+    model: ModelConfig = MISSING
+    out: str = "demo_out"
+    seed: int = 0
+    train_episodes: int = 160
+    holdout_episodes: int = 24
+    episode_len: int = 32
+    workers: int = 2
+    device: str = "auto"
+    progress: bool = True
+    tokenizer: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
+        steps=700, batch_size=16, clip_len=2, lr=2e-3, warmup_steps=50, ckpt_every=1000))
+    lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
+        steps=600, batch_size=16, clip_len=6, lr=1e-3, warmup_steps=50, ckpt_every=1000))
+    dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
+        steps=600, batch_size=8, clip_len=6, lr=1e-3, warmup_steps=50, ckpt_every=1000))
+    eval_t: int = 4
+    eval_clips: int = 24
+    maskgit_steps: Optional[int] = None
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    for name, preset in MODEL_PRESETS.items():
+        cs.store(group="model", name=name, node=preset)
+    cs.store(name="train", node=TrainJob)
+    cs.store(name="ingest", node=IngestJob)
+    cs.store(name="play", node=PlayJob)
+    cs.store(name="eval", node=EvalJob)
+    cs.store(name="sim", node=SimGenerateJob)
+    cs.store(name="demo", node=DemoJob)

@@ -1,0 +1,108 @@
+"""Play a world model: prompt it with one image, then step it with latent actions.
+
+    world = World.from_bundle("run/bundle")
+    world.reset(image)          # any HxWx3 uint8 image (centre-cropped, resized)
+    frame = world.step(3)       # -> uint8 [H, W, 3], the model's next frame under action 3
+
+The prompt is tokenised; each step appends the action, lets the dynamics model fill in the next
+frame's tokens with MaskGIT, and decodes them with the tokenizer. The context is the most recent
+`window` frames (the clip length the dynamics model was trained on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robo_genie import bundle as bundle_io
+from robo_genie.datasets.transforms import center_crop_resize
+from robo_genie.training.loop import resolve_device
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    return (video.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def infer_actions_windowed(lam: torch.nn.Module, video: torch.Tensor, window: int) -> torch.Tensor:
+    """LAM actions for a video of any length ([T, H, W, 3] float) in windows of `window` frames,
+    consecutive windows sharing one frame so that every transition is labelled once. -> [T-1]."""
+    out = []
+    for start in range(0, len(video) - 1, window - 1):
+        out.append(lam.infer_actions(video[None, start:start + window])[0])
+    return torch.cat(out)
+
+
+class World:
+    def __init__(self, model_cfg, parts: dict, window: int, device: torch.device, seed: int = 0):
+        self.cfg = model_cfg
+        self.tokenizer, self.lam, self.dynamics = parts["tokenizer"], parts["lam"], parts["dynamics"]
+        self.window, self.device = window, device
+        self.num_actions = model_cfg.lam.num_actions
+        self.image_size = model_cfg.image_size
+        self.maskgit_steps: int | None = None
+        self.temperature: float | None = None
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self._tokens: torch.Tensor | None = None     # [B, t, S]
+        self._actions: torch.Tensor | None = None    # [B, t-1]
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, device: str = "auto", seed: int = 0) -> "World":
+        device = resolve_device(device)
+        cfg, parts = bundle_io.load_bundle(path, device)
+        meta = bundle_io.read_meta(path)
+        window = int(meta["parts"]["dynamics"].get("clip_len", cfg.max_frames))
+        return cls(cfg, parts, window, device, seed)
+
+    # -- batched core (B prompts at once; used by eval) -------------------------------------------
+    @torch.no_grad()
+    def reset_batch(self, images: torch.Tensor) -> None:
+        """images: [B, H, W, 3] float in [0, 1] at the model's resolution."""
+        self._tokens = self.tokenizer.encode(images[:, None].to(self.device)).flatten(2)
+        self._actions = torch.zeros(len(images), 0, dtype=torch.long, device=self.device)
+
+    @torch.no_grad()
+    def step_batch(self, actions: torch.Tensor) -> torch.Tensor:
+        """actions: [B] ints -> next frames [B, H, W, 3] float in [0, 1]."""
+        if self._tokens is None:
+            raise RuntimeError("call reset() with a prompt image before step()")
+        acts = torch.cat([self._actions, actions.to(self.device).long()[:, None]], 1)
+        ctx_tokens = self._tokens[:, -(self.window - 1):]
+        ctx_actions = acts[:, -ctx_tokens.shape[1]:]
+        nxt = self.dynamics.sample_next(ctx_tokens, ctx_actions, self.maskgit_steps, self.temperature,
+                                        self.generator)
+        self._tokens = torch.cat([self._tokens, nxt[:, None]], 1)
+        self._actions = acts
+        # Decode with the frame's own causal context so the decoder sees what it was trained on.
+        ctx = self._tokens[:, -self.window:]
+        grid = self.image_size // self.cfg.tokenizer.patch
+        return self.tokenizer.decode(ctx.reshape(*ctx.shape[:2], grid, grid))[:, -1]
+
+    # -- single-prompt convenience API ------------------------------------------------------------
+    def reset(self, image: np.ndarray) -> np.ndarray:
+        """Start from one image (uint8 HxWx3, any size). Returns the prompt as the model sees it."""
+        img = center_crop_resize(image, self.image_size)
+        self.reset_batch(torch.from_numpy(img).float()[None] / 255)
+        grid = self.image_size // self.cfg.tokenizer.patch
+        with torch.no_grad():
+            recon = self.tokenizer.decode(self._tokens.reshape(1, 1, grid, grid))[0, 0]
+        return to_uint8(recon)
+
+    def step(self, action: int) -> np.ndarray:
+        if not 0 <= int(action) < self.num_actions:
+            raise ValueError(f"action {action} is outside [0, {self.num_actions}) for this model")
+        return to_uint8(self.step_batch(torch.tensor([int(action)]))[0])
+
+    def infer_actions(self, video: np.ndarray) -> list[int]:
+        """The LAM's actions for a clip (uint8 [T, H, W, 3] at the model's resolution)."""
+        v = torch.from_numpy(video).float().div(255).to(self.device)
+        return infer_actions_windowed(self.lam, v, self.cfg.max_frames).tolist()
+
+    def regenerate(self, video: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """Re-create a clip from its first frame and its LAM-inferred actions."""
+        actions = self.infer_actions(video)
+        frames = [self.reset(video[0])]
+        frames += [self.step(a) for a in actions]
+        return np.stack(frames), actions

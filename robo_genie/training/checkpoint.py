@@ -1,0 +1,70 @@
+"""Training checkpoints that resume to the identical state.
+
+A checkpoint is a directory `step_NNNNNNN/` holding the model (safetensors) and `state.pt`
+(optimizer state, step, RNG states: tensors and plain containers only, read with
+`weights_only=True`). It is written under a temporary name and renamed, then `latest.json` is
+replaced to point at it, so a kill at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    keep: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step_{step:07d}"
+    tmp = folder / f"step_{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(state_dict_for_save(model), str(tmp / "model.safetensors"))
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    pointer = folder / "latest.json"
+    pointer.with_suffix(".tmp").write_text(json.dumps({"step": step, "dir": final.name}))
+    os.replace(pointer.with_suffix(".tmp"), pointer)
+    for old in sorted(folder.glob("step_*"))[:-keep]:   # zero-padded names sort by step
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    pointer = folder / "latest.json"
+    if not pointer.is_file():
+        return None
+    return folder / json.loads(pointer.read_text())["dir"]
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore model, optimizer and RNG; return the step to continue from."""
+    model.load_state_dict(load_file(str(path / "model.safetensors"), device="cpu"))
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    _set_rng_state(state["rng"])
+    return int(state["step"])

@@ -1,0 +1,136 @@
+"""One training loop for all three parts.
+
+A part differs only in how a batch of clips becomes a loss (`StepFn` below): the tokenizer and
+the LAM read pixels; the dynamics model reads the frozen tokenizer's tokens and the frozen LAM's
+action codes. Everything else (optimiser, schedule, bf16 autocast on CUDA, clipping, logging,
+checkpoints that resume bit-identically, interruption) is shared.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from robo_genie.config import StageTrainConfig
+from robo_genie.datasets.loader import ClipDataset, clip_loader
+from robo_genie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from robo_genie.training.optim import lr_at, make_optimizer, set_lr
+
+StepFn = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict]]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but torch sees no CUDA device; use device=cpu")
+    return torch.device(name)
+
+
+def pixel_step(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    return model(frames)
+
+
+def dynamics_step_fn(tokenizer: nn.Module, lam: nn.Module) -> StepFn:
+    """Tokens and latent actions come from the frozen tokenizer and LAM (stop-gradient)."""
+    def step(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        with torch.no_grad():
+            tokens = tokenizer.encode(frames).flatten(2)
+            actions = lam.infer_actions(frames)
+        return model(tokens, actions)
+    return step
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    step: int
+    finished: bool          # False when halted or interrupted before the last step
+    seconds: float
+    last_metrics: dict
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a cluster's pre-emption) is handled like Ctrl-C: checkpoint, then stop."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:           # not in the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: str | Path,
+          run_dir: str | Path, *, name: str, device: torch.device, seed: int = 0,
+          progress: bool = True, num_workers: int = 0, halt_at_step: int | None = None) -> TrainResult:
+    """Train `model` for cfg.steps steps, resuming from run_dir/checkpoints/name if present."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints" / name
+    torch.manual_seed(seed)
+    model.to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    step = 0
+    if (ckpt := latest_checkpoint(ckpt_dir)) is not None:
+        step = load_checkpoint(ckpt, model, optimizer)
+        model.to(device)
+        print(f"[{name}] resuming from {ckpt} (step {step}/{cfg.steps})")
+    dataset = ClipDataset(data_path, cfg.clip_len)
+    batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step, num_workers=num_workers)
+    writer = SummaryWriter(str(run_dir / "tensorboard" / name))
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bar = tqdm(total=cfg.steps, initial=step, desc=name, unit="step", disable=not progress, smoothing=0.1)
+    t0, metrics, finished = time.time(), {}, False
+    try:
+        with _sigterm_as_interrupt():
+            while step < cfg.steps:
+                if halt_at_step is not None and step >= halt_at_step:
+                    save_checkpoint(ckpt_dir, step, model, optimizer)
+                    break
+                frames = next(batches)["frames"].to(device, non_blocking=True).float().div_(255)
+                set_lr(optimizer, lr_at(step, cfg))
+                with autocast:
+                    loss, metrics = step_fn(model, frames)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                step += 1
+                bar.update()
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    metrics = {k: float(v) for k, v in metrics.items()}
+                    metrics.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=lr_at(step - 1, cfg))
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"{name}/{k}", v, step)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in _SHOWN})
+                if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                    save_checkpoint(ckpt_dir, step, model, optimizer)
+            finished = step >= cfg.steps
+    except KeyboardInterrupt:
+        save_checkpoint(ckpt_dir, step, model, optimizer)
+        bar.close()
+        writer.close()
+        print(f"\n[{name}] interrupted at step {step}; checkpoint saved. Run the same command to resume.")
+        raise
+    bar.close()
+    writer.close()
+    return TrainResult(model.eval(), step, finished, time.time() - t0,
+                       {k: float(v) for k, v in metrics.items()})
+
+
+_SHOWN = {"loss", "psnr", "mse", "ce", "masked_acc", "codes_used", "perplexity"}

@@ -1,0 +1,72 @@
+"""Train the three parts in order and collect them in a world-model bundle.
+
+tokenizer (pixels) -> LAM (pixels) -> dynamics (tokens of the frozen tokenizer + codes of the
+frozen LAM). Each stage resumes from its own checkpoints, and each finished part is written to
+RUN/bundle as soon as it is done, so a later stage can be (re)run alone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from robo_genie import bundle as bundle_io
+from robo_genie.config import StageTrainConfig
+from robo_genie.models import PARTS, build_part
+from robo_genie.training.loop import dynamics_step_fn, pixel_step, train
+
+STAGE_ORDER = PARTS
+
+
+def stages_for(stage: str) -> tuple[str, ...]:
+    if stage == "all":
+        return STAGE_ORDER
+    if stage not in STAGE_ORDER:
+        raise ValueError(f"stage={stage!r}: expected one of all, {', '.join(STAGE_ORDER)}")
+    return (stage,)
+
+
+def _frozen_part(part: str, run_bundle: Path, init_from: str | None, device, model_cfg) -> torch.nn.Module:
+    for source in (run_bundle, init_from):
+        if source and (Path(source) / "meta.json").is_file() and part in bundle_io.read_meta(source)["parts"]:
+            model = bundle_io.load_part(source, part, device, model_cfg)
+            return model.requires_grad_(False)
+    raise bundle_io.BundleError(f"training dynamics needs a trained {part}: none in {run_bundle}"
+                                f"{' or ' + init_from if init_from else ''}. Train it first "
+                                f"(`robo-genie train stage={part} ...` with the same out=) or pass init_from=BUNDLE.")
+
+
+def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dict[str, StageTrainConfig],
+                 data_path: str, run_dir: str | Path, *, device: torch.device, seed: int = 0,
+                 init_from: str | None = None, progress: bool = True, num_workers: int = 0,
+                 halt_at_step: int | None = None) -> dict[str, dict]:
+    """Returns per-stage info ({} for a stage that halted before finishing)."""
+    run_dir = Path(run_dir)
+    run_bundle = run_dir / "bundle"
+    results = {}
+    for part in stages:
+        cfg = stage_cfgs[part]
+        torch.manual_seed(seed)
+        model = build_part(part, model_cfg)
+        if init_from and part in bundle_io.read_meta(init_from)["parts"]:
+            model = bundle_io.load_part(init_from, part, "cpu", model_cfg).train()
+            print(f"[{part}] starting from {init_from}")
+        if part == "dynamics":
+            step_fn = dynamics_step_fn(_frozen_part("tokenizer", run_bundle, init_from, device, model_cfg),
+                                       _frozen_part("lam", run_bundle, init_from, device, model_cfg))
+        else:
+            step_fn = pixel_step
+        result = train(model, step_fn, cfg, data_path, run_dir, name=part, device=device, seed=seed,
+                       progress=progress, num_workers=num_workers, halt_at_step=halt_at_step)
+        if not result.finished:
+            print(f"[{part}] halted at step {result.step}; rerun the same command to continue.")
+            return results
+        info = {"steps": result.step, "data": str(data_path), "seconds": round(result.seconds, 1),
+                "final_metrics": result.last_metrics, "init_from": init_from,
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        bundle_io.save_part(run_bundle, part, result.model, model_cfg, info)
+        results[part] = info
+    return results

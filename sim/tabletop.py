@@ -1,0 +1,112 @@
+"""The embedded default data: a MuJoCo tabletop with a gripper driven by scripted motion primitives.
+
+Every episode randomises colours, object and cloth poses, lighting and camera within set ranges,
+so that prompt images differ. The gripper (a mocap body, so it pushes objects kinematically)
+moves by a few pixels per step along one of six primitives, each held for a few steps. Every step
+records the RT-1-style 7-D action (xyz delta, rpy delta, gripper) and the primitive's label.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+PRIMITIVES = ("left", "right", "forward", "back", "up", "down")
+_DIRECTIONS = np.array([[-1, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float)
+STEP_M = 0.022                      # gripper travel per step (about 2-3 px at 64x64)
+WORKSPACE_LO = np.array([-0.18, -0.16, 0.04])
+WORKSPACE_HI = np.array([0.18, 0.16, 0.16])
+SUBSTEPS = 10                       # physics steps per recorded frame (0.04 s, 25 Hz)
+FPS = 25.0
+ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+
+
+@dataclass
+class Episode:
+    frames: np.ndarray              # [T, H, W, 3] uint8
+    actions: np.ndarray             # [T, 7] float32: action taken after frame t (last row zeros)
+    labels: np.ndarray              # [T] int64: primitive after frame t (last is -1)
+
+
+def load_model():
+    import mujoco
+
+    xml = resources.files("robo_genie.sim").joinpath("assets/tabletop.xml").read_text()
+    return mujoco.MjModel.from_xml_string(xml)
+
+
+class TabletopSim:
+    """One process's scene and renderer; `episode(seed)` is deterministic in the seed."""
+
+    def __init__(self, resolution: int = 64):
+        import mujoco
+
+        self.mj = mujoco
+        self.model = load_model()
+        self.data = mujoco.MjData(self.model)
+        self.renderer = mujoco.Renderer(self.model, resolution, resolution)
+        m = self.model
+        self.base = {k: getattr(m, k).copy() for k in ("geom_rgba", "flex_rgba", "cam_pos", "light_dir",
+                                                         "light_diffuse")}
+        self.object_geoms = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"obj{i}") for i in range(3)]
+        self.table_geom = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table")
+        self.object_qadr = [m.jnt_qposadr[m.body_jntadr[m.geom_bodyid[g]]] for g in self.object_geoms]
+
+    def _randomise(self, rng: np.random.Generator) -> None:
+        m, d = self.model, self.data
+        for k, v in self.base.items():
+            getattr(m, k)[:] = v
+        m.geom_rgba[self.table_geom, :3] = rng.uniform(0.25, 0.8, 3)
+        for g in self.object_geoms:
+            m.geom_rgba[g, :3] = rng.uniform(0.05, 1.0, 3)
+        m.flex_rgba[0, :3] = rng.uniform(0.05, 1.0, 3)
+        m.cam_pos[0] += rng.uniform(-0.03, 0.03, 3)
+        m.light_dir[0] += rng.uniform(-0.3, 0.3, 3)
+        m.light_diffuse[0] = rng.uniform(0.3, 0.9) * np.ones(3)
+        self.mj.mj_resetData(m, d)
+        for qadr in self.object_qadr:           # objects scattered on the table, random yaw
+            d.qpos[qadr:qadr + 2] = rng.uniform([-0.2, -0.15], [0.2, 0.2])
+            yaw = rng.uniform(0, np.pi)
+            d.qpos[qadr + 3:qadr + 7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        # The cloth's vertices are slide-jointed bodies, the last qpos entries (see the MJCF).
+        n_vert = 3 * m.flex_vertnum[0]
+        d.qpos[m.nq - n_vert:] += np.tile([*rng.uniform([-0.1, -0.08], [0.1, 0.1]), 0.0], n_vert // 3)
+        d.mocap_pos[0] = rng.uniform(WORKSPACE_LO, WORKSPACE_HI)
+        self.mj.mj_forward(m, d)
+        for _ in range(25):                      # let things settle before the first frame
+            self.mj.mj_step(m, d)
+
+    def _render(self) -> np.ndarray:
+        self.renderer.update_scene(self.data, camera="front")
+        return self.renderer.render().copy()
+
+    def episode(self, seed: int, length: int) -> Episode:
+        rng = np.random.default_rng(seed)
+        self._randomise(rng)
+        frames, actions, labels = [self._render()], [], []
+        prim, left = 0, 0
+        for _ in range(length - 1):
+            pos = self.data.mocap_pos[0].copy()
+            if left == 0 or not _inside(pos + STEP_M * _DIRECTIONS[prim]):
+                options = [p for p in range(len(PRIMITIVES)) if _inside(pos + STEP_M * _DIRECTIONS[p])]
+                prim, left = int(rng.choice(options)), int(rng.integers(3, 7))
+            delta = STEP_M * _DIRECTIONS[prim]
+            for k in range(SUBSTEPS):            # move smoothly within the frame interval
+                self.data.mocap_pos[0] = pos + delta * (k + 1) / SUBSTEPS
+                self.mj.mj_step(self.model, self.data)
+            frames.append(self._render())
+            actions.append([*delta, 0.0, 0.0, 0.0, 1.0])
+            labels.append(prim)
+            left -= 1
+        actions.append([0.0] * 7)
+        labels.append(-1)
+        return Episode(np.stack(frames), np.asarray(actions, np.float32), np.asarray(labels, np.int64))
+
+
+def _inside(p: np.ndarray) -> bool:
+    return bool(np.all(p >= WORKSPACE_LO) and np.all(p <= WORKSPACE_HI))

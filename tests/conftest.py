@@ -1,0 +1,51 @@
+"""Shared fixtures: a very small model config and small datasets made on the fly (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from robo_genie.cli import compose
+from robo_genie.config import ModelConfig
+
+# Hydra overrides that shrink `model=tiny` further, for tests on 32x32 frames.
+MICRO = [
+    "model.image_size=32", "model.max_frames=8",
+    "model.tokenizer.codebook_size=64", "model.tokenizer.code_dim=8",
+    "model.tokenizer.encoder.dim=32", "model.tokenizer.encoder.depth=1", "model.tokenizer.encoder.heads=2",
+    "model.tokenizer.decoder.dim=32", "model.tokenizer.decoder.depth=1", "model.tokenizer.decoder.heads=2",
+    "model.lam.patch=8", "model.lam.num_actions=4", "model.lam.code_dim=8",
+    "model.lam.encoder.dim=32", "model.lam.encoder.depth=1", "model.lam.encoder.heads=2",
+    "model.lam.decoder.dim=32", "model.lam.decoder.depth=1", "model.lam.decoder.heads=2",
+    "model.dynamics.net.dim=32", "model.dynamics.net.depth=2", "model.dynamics.net.heads=2",
+    "model.dynamics.maskgit_steps=4",
+]
+MICRO_TRAIN = [f"{part}.{k}" for part in ("tokenizer", "lam", "dynamics")
+               for k in ("batch_size=2", "clip_len=4", "warmup_steps=2", "log_every=1", "ckpt_every=100")]
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def micro_cfg():
+    job = compose("train", MICRO + ["out=unused", "data.path=unused"])
+    return OmegaConf.merge(OmegaConf.structured(ModelConfig), job.model)
+
+
+@pytest.fixture(scope="session")
+def sim_shards(tmp_path_factory):
+    """Six 12-frame MuJoCo tabletop episodes at 32x32, with actions and primitive labels."""
+    from robo_genie.sim.generate import generate
+
+    out = tmp_path_factory.mktemp("sim") / "shards"
+    generate(out, episodes=6, episode_len=12, resolution=32, workers=1, seed=0, progress=False)
+    return out

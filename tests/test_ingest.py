@@ -1,0 +1,63 @@
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from robo_genie.cli import main
+from robo_genie.datasets.ingest import ingest
+from robo_genie.datasets.shards import FrameShards
+from robo_genie.datasets.sources import IngestError
+
+
+def _write_mp4(path, n=20, fps=10, w=96, h=64):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for i in range(n):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[:, :, 0] = 40 + 8 * i                  # brightness ramps with time
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_video_folder_ingest_resizes_and_resamples(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    _write_mp4(src / "a.mp4", n=20, fps=10)
+    seq = src / "seq1"
+    seq.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((40, 50, 3), 30 * i, np.uint8)).save(seq / f"{i:03d}.png")
+    m = ingest("video_folder", str(src), str(tmp_path / "out"), resolution=32, progress=False)
+    assert [e["name"] for e in m["episodes"]] == ["a.mp4", "seq1"]
+    assert [e["length"] for e in m["episodes"]] == [20, 5]
+    shards = FrameShards(tmp_path / "out")
+    frames = shards.read(0)
+    assert frames.shape == (20, 32, 32, 3)
+    assert frames[10, 16, 16, 0] > frames[2, 16, 16, 0] + 40    # time order kept
+    half = ingest("video_folder", str(src), str(tmp_path / "half"), fps=5, resolution=32, progress=False)
+    assert half["episodes"][0]["length"] == 10
+
+
+def test_unreadable_video_names_the_file(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    (src / "broken.mp4").write_bytes(b"this is not a video" * 100)
+    with pytest.raises(IngestError, match="broken.mp4"):
+        ingest("video_folder", str(src), str(tmp_path / "out"), progress=False)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_empty_folder_names_the_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IngestError, match=r"empty: no videos"):
+        ingest("video_folder", str(tmp_path / "empty"), str(tmp_path / "out"), progress=False)
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["ingest", "source=video_folder", f"path={tmp_path / 'empty'}", f"out={tmp_path / 'o'}"])
+    assert "no videos" in str(e.value.code) and "empty" in str(e.value.code)

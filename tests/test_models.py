@@ -1,0 +1,121 @@
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from robo_genie.config import MODEL_PRESETS
+from robo_genie.models import build_part
+
+
+def _video(b=2, t=4, size=32):
+    return torch.rand(b, t, size, size, 3)
+
+
+def test_tokenizer_encoder_is_causal(micro_cfg):
+    tok = build_part("tokenizer", micro_cfg).eval()
+    v = _video()
+    z = tok.encode_continuous(v)
+    v2 = v.clone()
+    v2[:, 2] = torch.rand_like(v2[:, 2])
+    z2 = tok.encode_continuous(v2)
+    assert torch.allclose(z[:, :2], z2[:, :2], atol=1e-6)
+    assert not torch.allclose(z[:, 2:], z2[:, 2:], atol=1e-4)
+    assert torch.equal(tok.encode(v)[:, :2], tok.encode(v2)[:, :2])
+
+
+def test_tokenizer_round_trip_shapes_and_range(micro_cfg):
+    tok = build_part("tokenizer", micro_cfg).eval()
+    idx = tok.encode(_video())
+    assert idx.shape == (2, 4, 8, 8) and idx.min() >= 0 and idx.max() < 64
+    out = tok.decode(idx)
+    assert out.shape == (2, 4, 32, 32, 3) and out.min() >= 0 and out.max() <= 1
+
+
+def test_lam_encoder_action_t_reads_frame_t_plus_1_only_forward(micro_cfg):
+    lam = build_part("lam", micro_cfg).eval()
+    v = _video()
+    a = lam.encode_continuous(v)                     # [B, 3, code_dim]: a_t for x_t -> x_{t+1}
+    v2 = v.clone()
+    v2[:, 2] = torch.rand_like(v2[:, 2])             # change x_2 (0-based)
+    a2 = lam.encode_continuous(v2)
+    assert torch.allclose(a[:, 0], a2[:, 0], atol=1e-6)        # a_0 sees x_0, x_1 only
+    assert not torch.allclose(a[:, 1], a2[:, 1], atol=1e-4)    # a_1 reads x_2
+
+
+def test_lam_decoder_is_causal_and_sees_the_future_only_through_actions(micro_cfg):
+    lam = build_part("lam", micro_cfg).eval()
+    v = _video(t=4)
+    actions = torch.randn(2, 3, micro_cfg.lam.code_dim)
+    pred = lam.decode(v[:, :-1], actions)
+    # The decoder's inputs are frames x_0..x_2: the target frame x_3 is not an input at all,
+    # and changing x_2 leaves the predictions of x_1, x_2 (made from x_0, x_1) unchanged.
+    v2 = v.clone()
+    v2[:, 2] = torch.rand_like(v2[:, 2])
+    pred2 = lam.decode(v2[:, :-1], actions)
+    assert torch.allclose(pred[:, :2], pred2[:, :2], atol=1e-6)
+    assert not torch.allclose(pred[:, 2], pred2[:, 2], atol=1e-4)
+    # With the quantiser's output pinned, the whole model's prediction cannot depend on x_{t+1}.
+    fixed = torch.zeros(2, 3, micro_cfg.lam.code_dim)
+    lam.quantizer.forward = lambda z: (fixed, torch.zeros(2, 3, dtype=torch.long), torch.zeros(()))
+    v3 = v.clone()
+    v3[:, 3] = torch.rand_like(v3[:, 3])
+    q, _, _ = lam.quantizer(lam.encode_continuous(v3))
+    assert torch.equal(lam.decode(v3[:, :-1], q), lam.decode(v[:, :-1], fixed))
+    # ...and the action does change the prediction (it is the channel for the future).
+    assert not torch.allclose(lam.decode(v[:, :-1], fixed), lam.decode(v[:, :-1], fixed + 1), atol=1e-4)
+
+
+def test_dynamics_is_causal_in_tokens_and_actions(micro_cfg):
+    dyn = build_part("dynamics", micro_cfg).eval()
+    tokens = torch.randint(0, 64, (2, 4, 64))
+    actions = torch.randint(0, 4, (2, 3))
+    logits = dyn.logits(tokens, actions)
+    t2 = tokens.clone()
+    t2[:, 3] = torch.randint(0, 64, (2, 64))
+    a2 = actions.clone()
+    a2[:, 2] = (a2[:, 2] + 1) % 4                    # the action leading into frame 3
+    logits2 = dyn.logits(t2, a2)
+    assert torch.allclose(logits[:, :3], logits2[:, :3], atol=1e-5)
+    a3 = actions.clone()
+    a3[:, 2] = (a3[:, 2] + 1) % 4
+    assert not torch.allclose(dyn.logits(tokens, a3)[:, 3], logits[:, 3], atol=1e-4)
+
+
+def test_dynamics_training_loss_only_on_masked_tokens(micro_cfg):
+    dyn = build_part("dynamics", micro_cfg)
+    tokens = torch.randint(0, 64, (4, 4, 64))
+    loss, m = dyn(tokens, torch.randint(0, 4, (4, 3)))
+    assert torch.isfinite(loss) and loss.requires_grad
+    assert 0.0 <= float(m["masked_acc"]) <= 1.0
+
+
+def test_maskgit_sampling_fills_every_token_and_is_seeded(micro_cfg):
+    dyn = build_part("dynamics", micro_cfg).eval()
+    ctx = torch.randint(0, 64, (2, 2, 64))
+    acts = torch.randint(0, 4, (2, 2))
+    a = dyn.sample_next(ctx, acts, steps=5, generator=torch.Generator().manual_seed(1))
+    b = dyn.sample_next(ctx, acts, steps=5, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (2, 64) and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() < 64            # no [MASK] left
+    # the sampled frame agrees with the full-context forward pass (the KV cache is exact)
+    full = dyn.logits(torch.cat([ctx, a[:, None]], 1), acts)[:, -1]
+    assert full.shape == (2, 64, 64)
+
+
+def _count(cfg, part):
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_part(part, OmegaConf.structured(cfg)).parameters())
+
+
+@pytest.mark.parametrize("part,target", [("dynamics", 2.5e9), ("tokenizer", 200e6), ("lam", 300e6)])
+def test_robo_2p5b_matches_genie_robotics_scale(part, target):
+    n = _count(MODEL_PRESETS["robo_2p5b"], part)
+    assert abs(n - target) / target < 0.10, f"{part}: {n / 1e6:.0f}M parameters, target {target / 1e6:.0f}M"
+
+
+def test_small_is_the_coinrun_case_study():
+    small = MODEL_PRESETS["small"]
+    assert (small.tokenizer.encoder.depth, small.tokenizer.encoder.dim) == (8, 512)
+    assert (small.lam.encoder.depth, small.lam.encoder.dim) == (8, 512)
+    assert (small.dynamics.net.depth, small.dynamics.net.dim) == (12, 512)
+    # 12 ST blocks of width 512: 16 d^2 weights each, ~50M, plus embeddings and head.
+    assert 45e6 < _count(small, "dynamics") < 60e6
