@@ -18,7 +18,7 @@ def center_crop_resize(image: np.ndarray | Image.Image, size: int) -> np.ndarray
     img = img.crop((left, top, left + side, top + side))
     if side != size:
         img = img.resize((size, size), Image.BOX if side > size else Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)
 
 
 def load_image(path: str | Path, size: int) -> np.ndarray:

@@ -24,7 +24,7 @@ commands:
 """
 
 
-def compose(config_name: str, overrides: list[str]):
+def compose(config_name: str, overrides: list[str], require_all: bool = True):
     from hydra import compose as hydra_compose
     from hydra import initialize
     from omegaconf import OmegaConf
@@ -35,7 +35,7 @@ def compose(config_name: str, overrides: list[str]):
     with initialize(version_base=None, config_path=None):
         cfg = hydra_compose(config_name=config_name, overrides=overrides)
     missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
+    if missing and require_all:
         raise SystemExit(f"robo-genie: missing required setting(s): {', '.join(m + '=...' for m in missing)}")
     return cfg
 
@@ -65,11 +65,10 @@ def _play(cfg) -> None:
 
     world = World.from_bundle(cfg.bundle, cfg.device, cfg.seed)
     world.maskgit_steps, world.temperature = cfg.maskgit_steps, cfg.temperature
-    try:
-        actions = [int(a) for a in str(cfg.actions).split(",") if a.strip()]
-    except ValueError:
-        raise SystemExit(f"robo-genie play: actions={cfg.actions!r} must be comma-separated integers "
-                         f"in [0, {world.num_actions})") from None
+    actions = list(cfg.actions)
+    if not all(0 <= a < world.num_actions for a in actions):
+        raise SystemExit(f"robo-genie play: actions={actions} must lie in [0, {world.num_actions}) "
+                         f"for this model")
     frames = [world.reset(load_image(cfg.prompt, world.image_size))]
     frames += [world.step(a) for a in actions]
     save_gif(frames, cfg.out, fps=cfg.fps)
@@ -99,6 +98,14 @@ COMMANDS: dict[str, tuple[str, Callable]] = {
 }
 
 
+def _list_value(override: str) -> str:
+    """`actions=0,3,3,1` -> `actions=[0,3,3,1]`: Hydra would read bare commas as a sweep."""
+    key, value = override.split("=", 1)
+    if "," in value and value[:1] not in "[('\"":
+        return f"{key}=[{value}]"
+    return override
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"robo-genie: unknown command {command!r}\n\n{USAGE}")
     config_name, run = COMMANDS[command]
     words = [a for a in rest if "=" not in a and not a.startswith("-")]
-    overrides = [a for a in rest if "=" in a]
+    overrides = [_list_value(a) for a in rest if "=" in a]
     if len(words) > 1:
         raise SystemExit(f"robo-genie {command}: unexpected words {words}; settings are key=value")
     if words:
@@ -120,8 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     if "--help" in rest or "-h" in rest:
-        print(OmegaConf.to_yaml(compose(config_name, [o for o in overrides if not o.startswith("what=")]
-                                        if command in ("demo", "train") else [])))
+        print(OmegaConf.to_yaml(compose(config_name, overrides, require_all=False)))
         return
     try:
         cfg = compose(config_name, overrides)

@@ -159,7 +159,7 @@ class IngestJob:
 class PlayJob:
     bundle: str = MISSING
     prompt: str = MISSING             # an image file (any size; centre-cropped and resized)
-    actions: str = "0,1,2,3"          # comma-separated latent actions in [0, |A|)
+    actions: List[int] = field(default_factory=lambda: [0, 1, 2, 3])  # actions=0,3,3,1; each in [0, |A|)
     out: str = "rollout.gif"
     fps: int = 4
     seed: int = 0

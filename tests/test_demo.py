@@ -1,0 +1,26 @@
+"""The demo end to end, shrunk: MuJoCo data -> three trainings -> evaluation -> report files."""
+
+import json
+
+from PIL import Image
+
+from robo_genie.cli import main
+from tests.conftest import MICRO
+
+
+def test_demo_writes_report_bundle_and_pictures(tmp_path):
+    small = [f"{p}.{k}" for p in ("tokenizer", "lam", "dynamics")
+             for k in ("steps=3", "batch_size=2", "clip_len=4", "warmup_steps=1")]
+    main(["demo", f"out={tmp_path}", "train_episodes=4", "holdout_episodes=2", "episode_len=10",
+          "workers=1", "eval_clips=2", "progress=false", *MICRO, *small])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert isinstance(report["tokenizer"]["psnr"], float)
+    assert 0.0 <= report["lam"]["nmi"] <= 1.0
+    assert report["lam"]["n_transitions"] == 2 * 9          # every held-out transition is labelled
+    assert {"delta_t_psnr", "psnr_inferred", "psnr_random"} <= report["dynamics"].keys()
+    assert report["seconds"] > 0
+    assert (tmp_path / "bundle" / "meta.json").is_file()
+    with Image.open(tmp_path / "rollouts.gif") as gif:
+        assert gif.n_frames == 9                            # prompt + 8 steps
+    html = (tmp_path / "report.html").read_text()
+    assert "rollouts.gif" in html and "delta_t_psnr" in html
