@@ -51,8 +51,12 @@ class LAMConfig:
     # The decoder predicts a change on top of frame t (in logit space, still a sigmoid
     # output), so what is left to explain is exactly what moved: the latent action.
     residual_pixels: bool = True
+    # Training steps that bypass the quantiser before its k-means initialisation.
+    continuous_warmup_steps: int = 100
+    # Each decoder patch predicts a k x k resampling kernel over frame t (0 disables).
+    decoder_kernel: int = 7
     # Extra loss weight on pixels that change between t and t+1 (0 disables).
-    motion_weight: float = 4.0
+    motion_weight: float = 30.0
     motion_threshold: float = 0.04
 
 
