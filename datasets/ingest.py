@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
-
 from robo_genie.datasets.shards import ShardWriter
 from robo_genie.datasets.sources import SOURCES, IngestError, RawEpisode
 from robo_genie.datasets.transforms import center_crop_resize
+from tqdm import tqdm
 
 
 def resample(frames: Iterator[tuple[float, np.ndarray]], fps: float | None) -> Iterator[np.ndarray]:

@@ -6,14 +6,13 @@ stopped at: the sampler is rebuilt with `start = step * batch_size`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-
 from robo_genie.datasets.shards import FrameShards, ShardError
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class ClipDataset(Dataset):

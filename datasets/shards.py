@@ -93,7 +93,7 @@ class ShardWriter:
         write_json_atomic(self.out / MANIFEST, self.manifest)
         return self.manifest
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -136,7 +136,7 @@ class FrameShards:
         return self._handles[shard]
 
     def has(self, key: str) -> bool:
-        return key in self._file(self.episodes[0]["shard"]).keys()
+        return key in self._file(self.episodes[0]["shard"]).keys()  # noqa: SIM118 (safe_open is no dict)
 
     def read(self, episode: int, start: int = 0, length: int | None = None,
              key: str = "frames") -> np.ndarray:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from robo_genie.datasets.shards import FrameShards
 from robo_genie.eval.metrics import psnr
+
+from robo_genie.models.lam import infer_actions_windowed
 from robo_genie.play import World
 
 
@@ -41,7 +42,7 @@ def rollout(world: World, first: torch.Tensor, actions: torch.Tensor) -> torch.T
 @torch.no_grad()
 def delta_t_psnr(world: World, clips: np.ndarray, t: int = 4, seed: int = 0) -> dict:
     video = torch.from_numpy(clips).float().div(255).to(world.device)   # [N, t+1, H, W, 3]
-    inferred = world.lam.infer_actions(video)                           # [N, t]
+    inferred = infer_actions_windowed(world.lam, video, world.lam_window)  # [N, t]
     g = torch.Generator().manual_seed(seed)
     random = torch.randint(0, world.num_actions, inferred.shape, generator=g).to(world.device)
     gen_inferred = rollout(world, video[:, 0], inferred)
@@ -49,5 +50,5 @@ def delta_t_psnr(world: World, clips: np.ndarray, t: int = 4, seed: int = 0) -> 
     p_inf = psnr(video[:, t], gen_inferred[:, t - 1])
     p_rand = psnr(video[:, t], gen_random[:, t - 1])
     return {"delta_t_psnr": float((p_inf - p_rand).mean()), "psnr_inferred": float(p_inf.mean()),
-            "psnr_random": float(p_rand.mean()), "t": t, "n_clips": int(len(clips)),
+            "psnr_random": float(p_rand.mean()), "t": t, "n_clips": len(clips),
             "per_clip_delta": (p_inf - p_rand).tolist()}

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from omegaconf import DictConfig
-
 from robo_genie.eval.controllability import delta_t_psnr, held_out_clips
+
 from robo_genie.play import World
 
 

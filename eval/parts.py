@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from robo_genie.datasets.shards import FrameShards
 from robo_genie.eval.metrics import normalized_mutual_info, psnr
-from robo_genie.play import infer_actions_windowed
+
+from robo_genie.models.lam import infer_actions_windowed
 
 
 @torch.no_grad()
@@ -40,6 +40,6 @@ def lam_action_agreement(lam: torch.nn.Module, data_path: str, window: int, num_
     names = shards.manifest.get("label_names") or [str(i) for i in range(labels.max() + 1)]
     table = np.zeros((num_actions, len(names)), dtype=int)
     np.add.at(table, (codes, labels), 1)
-    return {"nmi": normalized_mutual_info(codes, labels), "n_transitions": int(len(codes)),
+    return {"nmi": normalized_mutual_info(codes, labels), "n_transitions": len(codes),
             "codes_used": int((table.sum(1) > 0).sum()), "label_names": list(names),
             "contingency": table.tolist()}

@@ -57,7 +57,7 @@ def save_part(path: str | Path, part: str, model: torch.nn.Module, model_cfg: Di
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg_yaml = OmegaConf.to_yaml(model_cfg, resolve=True)
-    if (path / "config.yaml").is_file() and OmegaConf.load(path / "config.yaml") != OmegaConf.create(cfg_yaml):
+    if (path / "config.yaml").is_file() and load_model_config(path) != model_cfg:
         raise BundleError(f"{path}/config.yaml describes a different model than the {part} being saved; "
                           f"write to a new run directory or pass init_from={path}")
     tmp = path / f"{part}.safetensors.tmp"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 USAGE = """usage: robo-genie COMMAND [key=value ...]
 
@@ -59,8 +59,8 @@ def _train(cfg) -> None:
 
 
 def _play(cfg) -> None:
-    from robo_genie.eval.report import save_gif
     from robo_genie.datasets.transforms import load_image
+    from robo_genie.eval.report import save_gif
     from robo_genie.play import World
 
     world = World.from_bundle(cfg.bundle, cfg.device, cfg.seed)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     from robo_genie.datasets.sources import IngestError
     try:
         run(cfg)
-    except (IngestError, ShardError, BundleError) as e:
+    except (IngestError, ShardError, BundleError, ValueError) as e:
         raise SystemExit(f"robo-genie {command}: {e}") from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -61,7 +61,7 @@ def run_demo(cfg: DictConfig) -> dict:
         clips = held_out_clips(str(holdout_dir), cfg.eval_t + 1, cfg.eval_clips, cfg.seed)
         report = {
             "tokenizer": {"psnr": tokenizer_psnr(world.tokenizer, clips, device)},
-            "lam": lam_action_agreement(world.lam, str(holdout_dir), cfg.lam.clip_len,
+            "lam": lam_action_agreement(world.lam, str(holdout_dir), world.lam_window,
                                         model_cfg.lam.num_actions, device),
             "dynamics": delta_t_psnr(world, clips, cfg.eval_t, cfg.seed),
         }
@@ -78,10 +78,10 @@ def run_demo(cfg: DictConfig) -> dict:
     report["torch_threads"] = torch.get_num_threads()
     (out / "report.json").write_text(json.dumps(report, indent=1))
     write_html(out / "report.html", "robo_genie demo", {k: v for k, v in report.items() if k != "timings"},
-               [("rollouts.gif", f"rows: {len(prompts)} held-out prompt frames; columns: latent actions "
-                                 f"0..{world.num_actions - 1}, each repeated for 8 steps"),
-                ("regenerated.gif", "left: held-out clip; right: regenerated from its first frame with the "
-                                    "LAM-inferred actions")])
+               [("rollouts.gif", (f"rows: {len(prompts)} held-out prompt frames; columns: latent actions "
+                                  f"0..{world.num_actions - 1}, each repeated for 8 steps")),
+                ("regenerated.gif", ("left: held-out clip; right: regenerated from its first frame with "
+                                     "the LAM-inferred actions"))])
     print(f"\ntokenizer PSNR {report['tokenizer']['psnr']:.2f} dB | LAM NMI {report['lam']['nmi']:.3f} | "
           f"ΔtPSNR {report['dynamics']['delta_t_psnr']:.3f} dB | {report['seconds']:.0f} s")
     print(f"report: {out / 'report.html'}")

@@ -18,6 +18,7 @@ import torch
 
 from robo_genie import bundle as bundle_io
 from robo_genie.datasets.transforms import center_crop_resize
+from robo_genie.models.lam import infer_actions_windowed
 from robo_genie.training.loop import resolve_device
 
 
@@ -25,21 +26,12 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
     return (video.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
-@torch.no_grad()
-def infer_actions_windowed(lam: torch.nn.Module, video: torch.Tensor, window: int) -> torch.Tensor:
-    """LAM actions for a video of any length ([T, H, W, 3] float) in windows of `window` frames,
-    consecutive windows sharing one frame so that every transition is labelled once. -> [T-1]."""
-    out = []
-    for start in range(0, len(video) - 1, window - 1):
-        out.append(lam.infer_actions(video[None, start:start + window])[0])
-    return torch.cat(out)
-
-
 class World:
-    def __init__(self, model_cfg, parts: dict, window: int, device: torch.device, seed: int = 0):
+    def __init__(self, model_cfg, parts: dict, window: int, device: torch.device, seed: int = 0,
+                 lam_window: int = 2):
         self.cfg = model_cfg
         self.tokenizer, self.lam, self.dynamics = parts["tokenizer"], parts["lam"], parts["dynamics"]
-        self.window, self.device = window, device
+        self.window, self.lam_window, self.device = window, lam_window, device
         self.num_actions = model_cfg.lam.num_actions
         self.image_size = model_cfg.image_size
         self.maskgit_steps: int | None = None
@@ -49,12 +41,12 @@ class World:
         self._actions: torch.Tensor | None = None    # [B, t-1]
 
     @classmethod
-    def from_bundle(cls, path: str | Path, device: str = "auto", seed: int = 0) -> "World":
+    def from_bundle(cls, path: str | Path, device: str = "auto", seed: int = 0) -> World:
         device = resolve_device(device)
         cfg, parts = bundle_io.load_bundle(path, device)
         meta = bundle_io.read_meta(path)
-        window = int(meta["parts"]["dynamics"].get("clip_len", cfg.max_frames))
-        return cls(cfg, parts, window, device, seed)
+        window = int(meta["parts"]["dynamics"]["clip_len"])
+        return cls(cfg, parts, window, device, seed, lam_window=int(meta["parts"]["lam"]["clip_len"]))
 
     # -- batched core (B prompts at once; used by eval) -------------------------------------------
     @torch.no_grad()
@@ -98,7 +90,7 @@ class World:
     def infer_actions(self, video: np.ndarray) -> list[int]:
         """The LAM's actions for a clip (uint8 [T, H, W, 3] at the model's resolution)."""
         v = torch.from_numpy(video).float().div(255).to(self.device)
-        return infer_actions_windowed(self.lam, v, self.cfg.max_frames).tolist()
+        return infer_actions_windowed(self.lam, v, self.lam_window).tolist()
 
     def regenerate(self, video: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """Re-create a clip from its first frame and its LAM-inferred actions."""

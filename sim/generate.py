@@ -5,10 +5,9 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
-from tqdm import tqdm
-
 from robo_genie.datasets.shards import ShardWriter
 from robo_genie.sim import tabletop
+from tqdm import tqdm
 
 _sim = None
 

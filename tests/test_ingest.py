@@ -2,11 +2,11 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-
-from robo_genie.cli import main
 from robo_genie.datasets.ingest import ingest
 from robo_genie.datasets.shards import FrameShards
 from robo_genie.datasets.sources import IngestError
+
+from robo_genie.cli import main
 
 
 def _write_mp4(path, n=20, fps=10, w=96, h=64):

@@ -1,6 +1,5 @@
 import numpy as np
 import torch
-
 from robo_genie.eval.metrics import normalized_mutual_info, psnr
 
 

@@ -119,3 +119,44 @@ def test_small_is_the_coinrun_case_study():
     assert (small.dynamics.net.depth, small.dynamics.net.dim) == (12, 512)
     # 12 ST blocks of width 512: 16 d^2 weights each, ~50M, plus embeddings and head.
     assert 45e6 < _count(small, "dynamics") < 60e6
+
+
+def test_local_resample_moves_content_by_the_kernel_offset():
+    from robo_genie.models.lam import local_resample
+    frames = torch.rand(1, 2, 16, 16, 3)
+
+    def kernels(dy, dx, k=5):                        # one-hot separable kernel: shift by (dy, dx)
+        kern = torch.zeros(1, 2, 4, 2 * k)
+        kern[..., k // 2 + dy] = 1
+        kern[..., k + k // 2 + dx] = 1
+        return kern
+    assert torch.allclose(local_resample(frames, kernels(0, 0), 5, 8), frames, atol=1e-6)
+    right = local_resample(frames, kernels(0, 2), 5, 8)        # out(y, x) = in(y, x + 2)
+    assert torch.allclose(right[:, :, :, :-2], frames[:, :, :, 2:], atol=1e-6)
+    down = local_resample(frames, kernels(-1, 0), 5, 8)        # out(y, x) = in(y - 1, x)
+    assert torch.allclose(down[:, :, 1:], frames[:, :, :-1], atol=1e-6)
+
+
+def test_lam_warm_up_bypasses_the_quantiser_then_quantises(micro_cfg):
+    cfg = micro_cfg.copy()
+    cfg.lam.continuous_warmup_steps = 2
+    lam = build_part("lam", cfg).train()
+    calls = []
+    real = lam.quantizer.forward
+    lam.quantizer.forward = lambda z: calls.append(1) or real(z)
+    for _ in range(3):
+        lam(_video())
+    assert len(calls) == 1 and int(lam.train_steps) == 3       # only the third step quantised
+    assert "train_steps" in lam.state_dict()                    # so a resumed run continues it
+
+
+def test_windowed_action_inference_labels_every_transition_once(micro_cfg):
+    from robo_genie.models.lam import infer_actions_windowed
+    lam = build_part("lam", micro_cfg).eval()
+    video = torch.rand(2, 7, 32, 32, 3)
+    pairs = infer_actions_windowed(lam, video, 2)
+    assert pairs.shape == (2, 6)
+    for t in range(6):
+        assert torch.equal(pairs[:, t], lam.infer_actions(video[:, t:t + 2])[:, 0])
+    assert infer_actions_windowed(lam, video, 4).shape == (2, 6)
+    assert infer_actions_windowed(lam, video[0], 3).shape == (6,)

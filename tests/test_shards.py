@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-
 from robo_genie.datasets.loader import ClipDataset, ResumableSampler
 from robo_genie.datasets.shards import FrameShards, ShardError, ShardWriter
 

@@ -1,5 +1,4 @@
 import numpy as np
-
 from robo_genie.datasets.shards import FrameShards
 from robo_genie.sim import tabletop
 

@@ -58,8 +58,8 @@ def test_interrupted_dynamics_resumes_bit_identical(straight_run, sim_shards, tm
     real = loop.dynamics_step_fn
     calls = {"n": 0}
 
-    def interrupting(tokenizer, lam):
-        step = real(tokenizer, lam)
+    def interrupting(tokenizer, lam, lam_window):
+        step = real(tokenizer, lam, lam_window)
 
         def wrapped(model, frames):
             calls["n"] += 1

@@ -9,4 +9,4 @@ from robo_genie.datasets.sources.video_folder import VideoFolderSource
 
 SOURCES: dict[str, type] = {"video_folder": VideoFolderSource}
 
-__all__ = ["IngestError", "RawEpisode", "SOURCES", "Source", "VideoFolderSource"]
+__all__ = ["SOURCES", "IngestError", "RawEpisode", "Source", "VideoFolderSource"]

@@ -3,13 +3,12 @@ folder of images (png/jpg, frames in name order) is one episode. Searched recurs
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
 from PIL import Image
-
 from robo_genie.datasets.sources.base import IngestError, RawEpisode
 
 VIDEO_EXTS = {".mp4", ".webm", ".mov", ".avi", ".mkv"}

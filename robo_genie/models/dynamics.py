@@ -47,9 +47,15 @@ class DynamicsModel(nn.Module):
         mask = torch.rand(b, t, s, device=tokens.device) < rate
         mask[:, 0] = False                                  # the prompt frame is always given
         logits = self.logits(tokens.masked_fill(mask, self.mask_id), actions)
-        loss = F.cross_entropy(logits[mask].float(), tokens[mask])
+        ce = F.cross_entropy(logits[mask].float(), tokens[mask], reduction="none")
+        # Tokens that differ from the same position one frame earlier carry the action's effect;
+        # most tokens are static background, which would otherwise dominate the loss.
+        changed = torch.zeros_like(mask)
+        changed[:, 1:] = tokens[:, 1:] != tokens[:, :-1]
+        weight = 1.0 + self.cfg.change_weight * changed[mask].float()
+        loss = (weight * ce).sum() / weight.sum()
         acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean()
-        return loss, {"ce": loss.detach(), "masked_acc": acc.detach()}
+        return loss, {"ce": ce.mean().detach(), "masked_acc": acc.detach()}
 
     @torch.no_grad()
     def sample_next(self, context: torch.Tensor, actions: torch.Tensor, steps: int | None = None,
@@ -72,19 +78,21 @@ class DynamicsModel(nn.Module):
         for i in range(steps):
             logits = self.head(self.net.step(self.token_emb(frame)[:, None] + act, kv))[:, 0].float()
             masked = frame == self.mask_id
-            if self.cfg.token_temperature > 0:
-                probs = F.softmax(logits / self.cfg.token_temperature, -1)
-                draw = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
-                draw = draw.reshape(b, s)
+            if self.cfg.token_temperature > 0:   # Gumbel-max: a categorical draw, vectorised
+                draw = (logits / self.cfg.token_temperature + _gumbel(logits.shape, generator, logits.device)).argmax(-1)
             else:
                 draw = logits.argmax(-1)
             logp = F.log_softmax(logits, -1).gather(-1, draw[..., None])[..., 0]
             progress = (i + 1) / steps
-            n_masked_after = int(math.floor(s * math.cos(math.pi / 2 * progress)))
-            u = torch.rand(logp.shape, generator=generator, device=logp.device).clamp(1e-9, 1 - 1e-9)
-            conf = logp + temperature * (1 - progress) * -torch.log(-torch.log(u))
+            n_masked_after = math.floor(s * math.cos(math.pi / 2 * progress))
+            conf = logp + temperature * (1 - progress) * _gumbel(logp.shape, generator, logp.device)
             conf = conf.masked_fill(~masked, float("inf"))   # already-fixed tokens stay fixed
             frame = torch.where(masked, draw, frame)
             if n_masked_after > 0:
                 frame = frame.scatter(1, conf.argsort(dim=-1)[:, :n_masked_after], self.mask_id)
         return frame
+
+
+def _gumbel(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-9, 1 - 1e-9)
+    return -torch.log(-torch.log(u))

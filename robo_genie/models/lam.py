@@ -139,3 +139,15 @@ class LatentActionModel(nn.Module):
         if idx is not None:
             metrics.update(codebook_stats(idx, self.cfg.num_actions))
         return err.mean() + commit, metrics
+
+
+@torch.no_grad()
+def infer_actions_windowed(lam: torch.nn.Module, video: torch.Tensor, window: int) -> torch.Tensor:
+    """LAM actions for videos of any length ([B, T, H, W, 3] float, or one [T, H, W, 3]) in windows
+    of `window` frames (the clip length the LAM was trained on), consecutive windows sharing one
+    frame so that every transition is labelled once. -> [B, T-1] (or [T-1])."""
+    single = video.ndim == 4
+    video = video[None] if single else video
+    out = [lam.infer_actions(video[:, s:s + window]) for s in range(0, video.shape[1] - 1, window - 1)]
+    actions = torch.cat(out, dim=1)
+    return actions[0] if single else actions

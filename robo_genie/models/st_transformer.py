@@ -62,7 +62,7 @@ class STBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, kv: list | None = None) -> torch.Tensor:  # x: [B, T, S, D]
         """Full causal pass. If `kv` is a list, this layer's temporal keys/values are appended to it."""
-        b, t = x.shape[:2]
+        b = x.shape[0]
         x = self._spatial(x)
         q, k, v = self.temporal.project(rearrange(self.norm_t(x), "b t s d -> (b s) t d"))
         if kv is not None:

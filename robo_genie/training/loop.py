@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from robo_genie.config import StageTrainConfig
 from robo_genie.datasets.loader import ClipDataset, clip_loader
+from robo_genie.models.lam import infer_actions_windowed
 from robo_genie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from robo_genie.training.optim import lr_at, make_optimizer, set_lr
 
@@ -39,12 +40,13 @@ def pixel_step(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, di
     return model(frames)
 
 
-def dynamics_step_fn(tokenizer: nn.Module, lam: nn.Module) -> StepFn:
-    """Tokens and latent actions come from the frozen tokenizer and LAM (stop-gradient)."""
+def dynamics_step_fn(tokenizer: nn.Module, lam: nn.Module, lam_window: int) -> StepFn:
+    """Tokens and latent actions come from the frozen tokenizer and LAM (stop-gradient); the LAM
+    reads windows of the clip length it was trained on."""
     def step(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
             tokens = tokenizer.encode(frames).flatten(2)
-            actions = lam.infer_actions(frames)
+            actions = infer_actions_windowed(lam, frames, lam_window)
         return model(tokens, actions)
     return step
 

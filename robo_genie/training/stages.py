@@ -29,11 +29,13 @@ def stages_for(stage: str) -> tuple[str, ...]:
     return (stage,)
 
 
-def _frozen_part(part: str, run_bundle: Path, init_from: str | None, device, model_cfg) -> torch.nn.Module:
+def _frozen_part(part: str, run_bundle: Path, init_from: str | None, device, model_cfg
+                 ) -> tuple[torch.nn.Module, dict]:
+    """A trained part (from this run's bundle, else init_from) and its training info."""
     for source in (run_bundle, init_from):
         if source and (Path(source) / "meta.json").is_file() and part in bundle_io.read_meta(source)["parts"]:
             model = bundle_io.load_part(source, part, device, model_cfg)
-            return model.requires_grad_(False)
+            return model.requires_grad_(False), bundle_io.read_meta(source)["parts"][part]
     raise bundle_io.BundleError(f"training dynamics needs a trained {part}: none in {run_bundle}"
                                 f"{' or ' + init_from if init_from else ''}. Train it first "
                                 f"(`robo-genie train stage={part} ...` with the same out=) or pass init_from=BUNDLE.")
@@ -49,14 +51,19 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
     results = {}
     for part in stages:
         cfg = stage_cfgs[part]
+        if part == "lam" and cfg.steps <= model_cfg.lam.continuous_warmup_steps:
+            raise ValueError(f"lam.steps={cfg.steps} must exceed model.lam.continuous_warmup_steps="
+                             f"{model_cfg.lam.continuous_warmup_steps}: the action codebook is only "
+                             f"initialised after the warm-up")
         torch.manual_seed(seed)
         model = build_part(part, model_cfg)
         if init_from and part in bundle_io.read_meta(init_from)["parts"]:
             model = bundle_io.load_part(init_from, part, "cpu", model_cfg).train()
             print(f"[{part}] starting from {init_from}")
         if part == "dynamics":
-            step_fn = dynamics_step_fn(_frozen_part("tokenizer", run_bundle, init_from, device, model_cfg),
-                                       _frozen_part("lam", run_bundle, init_from, device, model_cfg))
+            tokenizer, _ = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
+            lam, lam_info = _frozen_part("lam", run_bundle, init_from, device, model_cfg)
+            step_fn = dynamics_step_fn(tokenizer, lam, lam_window=lam_info["clip_len"])
         else:
             step_fn = pixel_step
         result = train(model, step_fn, cfg, data_path, run_dir, name=part, device=device, seed=seed,
@@ -64,7 +71,7 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
         if not result.finished:
             print(f"[{part}] halted at step {result.step}; rerun the same command to continue.")
             return results
-        info = {"steps": result.step, "data": str(data_path), "seconds": round(result.seconds, 1),
+        info = {"steps": result.step, "clip_len": cfg.clip_len, "data": str(data_path), "seconds": round(result.seconds, 1),
                 "final_metrics": result.last_metrics, "init_from": init_from,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         bundle_io.save_part(run_bundle, part, result.model, model_cfg, info)
