@@ -22,8 +22,6 @@ def resample(frames: Iterator[tuple[float, np.ndarray]], fps: float | None) -> I
         while t + 1e-6 >= next_t:      # a slow source can fill several slots with one frame
             yield frame
             next_t += 1.0 / fps
-            if t + 1e-6 < next_t:
-                break
 
 
 def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int) -> np.ndarray:

@@ -49,6 +49,8 @@ def delta_t_psnr(world: World, clips: np.ndarray, t: int = 4, seed: int = 0) -> 
     gen_random = rollout(world, video[:, 0], random)
     p_inf = psnr(video[:, t], gen_inferred[:, t - 1])
     p_rand = psnr(video[:, t], gen_random[:, t - 1])
-    return {"delta_t_psnr": float((p_inf - p_rand).mean()), "psnr_inferred": float(p_inf.mean()),
+    delta = p_inf - p_rand
+    sem = float(delta.std() / len(delta) ** 0.5) if len(delta) > 1 else None   # standard error
+    return {"delta_t_psnr": float(delta.mean()), "delta_t_psnr_sem": sem, "psnr_inferred": float(p_inf.mean()),
             "psnr_random": float(p_rand.mean()), "t": t, "n_clips": len(clips),
-            "per_clip_delta": (p_inf - p_rand).tolist()}
+            "per_clip_delta": delta.tolist()}

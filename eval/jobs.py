@@ -20,7 +20,8 @@ def run_controllability(cfg: DictConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "controllability.json").write_text(json.dumps(result, indent=1))
-    print(f"ΔtPSNR (t={cfg.t}, {result['n_clips']} clips): {result['delta_t_psnr']:.3f} dB "
+    print(f"ΔtPSNR (t={cfg.t}, {result['n_clips']} clips): {result['delta_t_psnr']:.3f} "
+          f"(standard error {result['delta_t_psnr_sem']}) dB "
           f"(inferred {result['psnr_inferred']:.2f}, random {result['psnr_random']:.2f}) -> "
           f"{out / 'controllability.json'}")
     return result

@@ -39,8 +39,7 @@ def action_grid(world: World, prompts: np.ndarray, length: int = 8) -> np.ndarra
     first = torch.from_numpy(prompts).float().div(255).repeat_interleave(a, 0)     # [n*a, H, W, 3]
     actions = torch.arange(a).repeat(n)
     world.reset_batch(first)
-    grid = world.tokenizer.decode(world._tokens.reshape(n * a, 1, world.cfg.image_size // world.cfg.tokenizer.patch, -1))[:, 0]
-    frames = [grid] + [world.step_batch(actions) for _ in range(length)]
+    frames = [world.decode_latest()] + [world.step_batch(actions) for _ in range(length)]
     video = to_uint8(torch.stack(frames))                                          # [L+1, n*a, ...]
     return video.reshape(length + 1, n, a, *video.shape[2:])
 

@@ -48,12 +48,12 @@ class LAMConfig:
     dead_code_threshold: float = 2.0
     # The encoder also reads x_t - x_{t-1}: motion is then a first-order input feature.
     diff_input: bool = True
-    # The decoder predicts a change on top of frame t (in logit space, still a sigmoid
-    # output), so what is left to explain is exactly what moved: the latent action.
+    # Without the kernel decoder (decoder_kernel=0): predict a change on top of frame t in logit
+    # space (still a sigmoid output), so what is left to explain is what moved.
     residual_pixels: bool = True
     # Training steps that bypass the quantiser before its k-means initialisation.
     continuous_warmup_steps: int = 100
-    # Each decoder patch predicts a k x k resampling kernel over frame t (0 disables).
+    # Each decoder patch predicts a separable k x k resampling kernel over frame t (0 disables).
     decoder_kernel: int = 7
     # Extra loss weight on pixels that change between t and t+1 (0 disables).
     motion_weight: float = 30.0

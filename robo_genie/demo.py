@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +25,16 @@ from robo_genie.training.loop import resolve_device
 from robo_genie.training.stages import STAGE_ORDER, train_stages
 
 
+@contextmanager
 def _timed(label: str, timings: dict):
-    class _T:
-        def __enter__(self):
-            self.t = time.time()
-            print(f"== {label}")
-
-        def __exit__(self, *exc):
-            timings[label] = round(time.time() - self.t, 1)
-    return _T()
+    print(f"== {label}")
+    start = time.time()
+    yield
+    timings[label] = round(time.time() - start, 1)
 
 
 def run_demo(cfg: DictConfig) -> dict:
     t_start = time.time()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -82,7 +79,9 @@ def run_demo(cfg: DictConfig) -> dict:
                                   f"0..{world.num_actions - 1}, each repeated for 8 steps")),
                 ("regenerated.gif", ("left: held-out clip; right: regenerated from its first frame with "
                                      "the LAM-inferred actions"))])
+    dyn = report["dynamics"]
+    sem = "" if dyn["delta_t_psnr_sem"] is None else f" (standard error {dyn['delta_t_psnr_sem']:.3f})"
     print(f"\ntokenizer PSNR {report['tokenizer']['psnr']:.2f} dB | LAM NMI {report['lam']['nmi']:.3f} | "
-          f"ΔtPSNR {report['dynamics']['delta_t_psnr']:.3f} dB | {report['seconds']:.0f} s")
+          f"ΔtPSNR {dyn['delta_t_psnr']:.3f} dB{sem} | {report['seconds']:.0f} s")
     print(f"report: {out / 'report.html'}")
     return report

@@ -67,7 +67,12 @@ class World:
                                         self.generator)
         self._tokens = torch.cat([self._tokens, nxt[:, None]], 1)
         self._actions = acts
-        # Decode with the frame's own causal context so the decoder sees what it was trained on.
+        return self.decode_latest()
+
+    @torch.no_grad()
+    def decode_latest(self) -> torch.Tensor:
+        """The latest frame of every rollout, [B, H, W, 3] in [0, 1], decoded with its own causal
+        context (the tokenizer's decoder is causal in time, as in training)."""
         ctx = self._tokens[:, -self.window:]
         grid = self.image_size // self.cfg.tokenizer.patch
         return self.tokenizer.decode(ctx.reshape(*ctx.shape[:2], grid, grid))[:, -1]
@@ -77,10 +82,7 @@ class World:
         """Start from one image (uint8 HxWx3, any size). Returns the prompt as the model sees it."""
         img = center_crop_resize(image, self.image_size)
         self.reset_batch(torch.from_numpy(img).float()[None] / 255)
-        grid = self.image_size // self.cfg.tokenizer.patch
-        with torch.no_grad():
-            recon = self.tokenizer.decode(self._tokens.reshape(1, 1, grid, grid))[0, 0]
-        return to_uint8(recon)
+        return to_uint8(self.decode_latest()[0])
 
     def step(self, action: int) -> np.ndarray:
         if not 0 <= int(action) < self.num_actions:

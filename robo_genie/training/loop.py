@@ -26,6 +26,7 @@ from robo_genie.training.checkpoint import latest_checkpoint, load_checkpoint, s
 from robo_genie.training.optim import lr_at, make_optimizer, set_lr
 
 StepFn = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict]]
+_SHOWN = {"loss", "psnr", "mse", "ce", "masked_acc", "codes_used", "perplexity"}   # on the progress bar
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,6 +134,3 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
     writer.close()
     return TrainResult(model.eval(), step, finished, time.time() - t0,
                        {k: float(v) for k, v in metrics.items()})
-
-
-_SHOWN = {"loss", "psnr", "mse", "ce", "masked_acc", "codes_used", "perplexity"}
