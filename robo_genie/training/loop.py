@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,20 +60,31 @@ class TrainResult:
     last_metrics: dict
 
 
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (a cluster's pre-emption) is handled like Ctrl-C: checkpoint, then stop."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:           # not in the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class StopRequest:
+    """Ctrl-C or SIGTERM (a cluster's pre-emption) asks the loop to stop at the next step boundary,
+    so a checkpoint never holds a half-applied optimizer update. A second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (Ctrl-C again to stop now)")
+
+    def __enter__(self) -> StopRequest:  # noqa: PYI034
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:       # not in the main thread: leave signals alone
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: str | Path,
@@ -100,7 +110,7 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
     bar = tqdm(total=cfg.steps, initial=step, desc=name, unit="step", disable=not progress, smoothing=0.1)
     t0, metrics, finished = time.time(), {}, False
     try:
-        with _sigterm_as_interrupt():
+        with StopRequest() as stop:
             while step < cfg.steps:
                 if halt_at_step is not None and step >= halt_at_step:
                     save_checkpoint(ckpt_dir, step, model, optimizer)
@@ -121,16 +131,14 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
                     for k, v in metrics.items():
                         writer.add_scalar(f"{name}/{k}", v, step)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in _SHOWN})
-                if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                if step % cfg.ckpt_every == 0 or step == cfg.steps or stop.requested:
                     save_checkpoint(ckpt_dir, step, model, optimizer)
+                if stop.requested and step < cfg.steps:
+                    print(f"[{name}] stopped at step {step}; checkpoint saved. Run the same command to resume.")
+                    raise KeyboardInterrupt
             finished = step >= cfg.steps
-    except KeyboardInterrupt:
-        save_checkpoint(ckpt_dir, step, model, optimizer)
+    finally:
         bar.close()
         writer.close()
-        print(f"\n[{name}] interrupted at step {step}; checkpoint saved. Run the same command to resume.")
-        raise
-    bar.close()
-    writer.close()
     return TrainResult(model.eval(), step, finished, time.time() - t0,
                        {k: float(v) for k, v in metrics.items()})
