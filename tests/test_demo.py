@@ -18,7 +18,7 @@ def test_demo_writes_report_bundle_and_pictures(tmp_path):
     assert 0.0 <= report["lam"]["nmi"] <= 1.0
     assert report["lam"]["n_transitions"] == 2 * 9          # every held-out transition is labelled
     assert {"delta_t_psnr", "psnr_inferred", "psnr_random"} <= report["dynamics"].keys()
-    assert report["seconds"] > 0
+    assert isinstance(report["seconds"], float) and "timings" in report
     assert (tmp_path / "bundle" / "meta.json").is_file()
     with Image.open(tmp_path / "rollouts.gif") as gif:
         assert gif.n_frames == 9                            # prompt + 8 steps
