@@ -27,8 +27,9 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 
 
 class World:
-    def __init__(self, model_cfg, parts: dict, window: int, device: torch.device, seed: int = 0,
-                 lam_window: int = 2):
+    def __init__(self, model_cfg, parts: dict, window: int, lam_window: int, device: torch.device,
+                 seed: int = 0):
+        """`window`, `lam_window`: the clip lengths the dynamics model and the LAM were trained on."""
         self.cfg = model_cfg
         self.tokenizer, self.lam, self.dynamics = parts["tokenizer"], parts["lam"], parts["dynamics"]
         self.window, self.lam_window, self.device = window, lam_window, device
@@ -45,8 +46,8 @@ class World:
         device = resolve_device(device)
         cfg, parts = bundle_io.load_bundle(path, device)
         meta = bundle_io.read_meta(path)
-        window = int(meta["parts"]["dynamics"]["clip_len"])
-        return cls(cfg, parts, window, device, seed, lam_window=int(meta["parts"]["lam"]["clip_len"]))
+        return cls(cfg, parts, int(meta["parts"]["dynamics"]["clip_len"]), int(meta["parts"]["lam"]["clip_len"]),
+                   device, seed)
 
     # -- batched core (B prompts at once; used by eval) -------------------------------------------
     @torch.no_grad()

@@ -111,7 +111,7 @@ class LatentActionModel(nn.Module):
             k = self.cfg.decoder_kernel
             kernel_logits = self.kernel_out(h) + self.action_kernel(actions)[:, :, None]
             kernels = kernel_logits.float().unflatten(-1, (2, k)).softmax(-1).flatten(-2)
-            moved = local_resample(context.float(), kernels, self.cfg.decoder_kernel, self.cfg.patch)
+            moved = local_resample(context.float(), kernels, k, self.cfg.patch)
             logits = unpatchify(logits, self.cfg.patch, self.grid) + torch.logit(moved.clamp(1e-3, 1 - 1e-3))
             return torch.sigmoid(logits)
         if self.cfg.residual_pixels:

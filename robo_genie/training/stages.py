@@ -33,9 +33,11 @@ def _frozen_part(part: str, run_bundle: Path, init_from: str | None, device, mod
                  ) -> tuple[torch.nn.Module, dict]:
     """A trained part (from this run's bundle, else init_from) and its training info."""
     for source in (run_bundle, init_from):
-        if source and (Path(source) / "meta.json").is_file() and part in bundle_io.read_meta(source)["parts"]:
-            model = bundle_io.load_part(source, part, device, model_cfg)
-            return model.requires_grad_(False), bundle_io.read_meta(source)["parts"][part]
+        if not source or not (Path(source) / "meta.json").is_file():
+            continue
+        info = bundle_io.read_meta(source)["parts"].get(part)
+        if info is not None:
+            return bundle_io.load_part(source, part, device, model_cfg).requires_grad_(False), info
     raise bundle_io.BundleError(f"training dynamics needs a trained {part}: none in {run_bundle}"
                                 f"{' or ' + init_from if init_from else ''}. Train it first "
                                 f"(`robo-genie train stage={part} ...` with the same out=) or pass init_from=BUNDLE.")
