@@ -16,12 +16,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class ClipDataset(Dataset):
-    """Every window of `clip_len` consecutive frames inside one episode."""
+    """Every window of `clip_len` consecutive steps inside one episode: `frames` from frame shards,
+    `tokens` and `latent_actions` from token shards, plus `labels` where the data has them."""
 
     def __init__(self, root: str | Path, clip_len: int):
         self.shards = FrameShards(root)
         self.clip_len = clip_len
-        self.with_labels = self.shards.has("labels")
+        wanted = ("frames", "labels") if self.shards.kind == "frames" else ("tokens", "latent_actions", "labels")
+        self.keys = [k for k in wanted if self.shards.has(k)]
         self.index = np.array([(e, s) for e, ep in enumerate(self.shards.episodes)
                                for s in range(ep["length"] - clip_len + 1)], dtype=np.int64)
         if len(self.index) == 0:
@@ -34,10 +36,8 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         e, s = (int(v) for v in self.index[i])
-        item = {"frames": torch.from_numpy(np.ascontiguousarray(self.shards.read(e, s, self.clip_len)))}
-        if self.with_labels:
-            item["labels"] = torch.from_numpy(self.shards.read(e, s, self.clip_len, key="labels"))
-        return item
+        return {k: torch.from_numpy(np.ascontiguousarray(self.shards.read(e, s, self.clip_len, key=k)))
+                for k in self.keys}
 
 
 class ResumableSampler(Sampler[int]):

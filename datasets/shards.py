@@ -3,7 +3,9 @@
 A shard directory holds `manifest.json` (episodes, lengths, fps, source, image size, action and
 label names) and `shard_NNNNN.safetensors` files of whole episodes at training resolution:
 `frames` [N, H, W, 3] uint8, and when the source has them `actions` [N, A] float32 and `labels`
-[N] int64 (row t describes what happened after frame t). safetensors is read lazily (clips are
+[N] int64 (row t describes what happened after frame t). Token shards (manifest kind "tokens",
+written by pre-tokenisation) hold `tokens` [N, h, w] int16 and `latent_actions` [N] int64 instead
+of frames. safetensors is read lazily (clips are
 sliced without loading a whole shard) and cannot execute code. Files are written under a temporary
 name and renamed, and the manifest is rewritten after every shard, so an interrupted ingest leaves
 a valid dataset of the shards it finished.
@@ -22,6 +24,7 @@ from safetensors.numpy import save_file
 
 MANIFEST = "manifest.json"
 FORMAT = "robo_genie.frame_shards/1"
+KINDS = {"frames": "frames", "tokens": "tokens"}     # kind -> the per-step array every episode has
 
 
 class ShardError(ValueError):
@@ -39,11 +42,14 @@ class ShardWriter:
 
     def __init__(self, out: str | Path, *, source: str, fps: float, image_size: int,
                  shard_frames: int = 4096, action_names: list[str] | None = None,
-                 label_names: list[str] | None = None, extra: dict | None = None):
+                 label_names: list[str] | None = None, extra: dict | None = None, kind: str = "frames"):
+        if kind not in KINDS:
+            raise ValueError(f"shard kind {kind!r}: expected one of {', '.join(KINDS)}")
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.shard_frames = shard_frames
-        self.manifest = {"format": FORMAT, "source": source, "fps": fps, "image_size": image_size,
+        self.main_key = KINDS[kind]
+        self.manifest = {"format": FORMAT, "kind": kind, "source": source, "fps": fps, "image_size": image_size,
                          "action_names": action_names, "label_names": label_names,
                          "extra": extra or {}, "episodes": [], "skipped": []}
         self._pending: list[tuple[str, dict[str, np.ndarray]]] = []
@@ -60,8 +66,18 @@ class ShardWriter:
             arrays["actions"] = np.asarray(actions, np.float32)
         if labels is not None:
             arrays["labels"] = np.asarray(labels, np.int64)
+        self.add_arrays(name, arrays)
+
+    def add_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """One episode as named per-step arrays (all of the same length, the kind's main key among them)."""
+        if self.main_key not in arrays:
+            raise ShardError(f"episode {name}: a {self.manifest['kind']} shard needs {self.main_key!r}")
+        n = len(arrays[self.main_key])
+        if any(len(a) != n for a in arrays.values()):
+            raise ShardError(f"episode {name}: per-step arrays of different lengths "
+                             f"{ {k: len(a) for k, a in arrays.items()} }")
         self._pending.append((name, arrays))
-        self._pending_frames += len(frames)
+        self._pending_frames += n
         if self._pending_frames >= self.shard_frames:
             self.flush()
 
@@ -82,7 +98,7 @@ class ShardWriter:
         os.replace(tmp, self.out / shard)
         start = 0
         for name, a in self._pending:
-            n = len(a["frames"])
+            n = len(a[self.main_key])
             self.manifest["episodes"].append({"name": name, "shard": shard, "start": start, "length": n})
             start += n
         self._pending, self._pending_frames = [], 0
@@ -122,6 +138,7 @@ class FrameShards:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         self.episodes = self.manifest["episodes"]
+        self.kind = self.manifest.get("kind", "frames")
         self._handles: dict[str, Any] = {}
 
     def __getstate__(self) -> dict:                 # DataLoader workers reopen files themselves

@@ -11,12 +11,16 @@ from robo_genie.models.lam import infer_actions_windowed
 
 
 @torch.no_grad()
-def tokenizer_psnr(tokenizer: torch.nn.Module, clips: np.ndarray, device, batch: int = 8) -> float:
-    """Mean per-frame PSNR (dB) of encode -> decode over uint8 clips [N, T, H, W, 3]."""
+def tokenizer_psnr(tokenizer: torch.nn.Module, clips: np.ndarray, device, window: int, batch: int = 8) -> float:
+    """Mean per-frame PSNR (dB) of encode -> decode over uint8 clips [N, T, H, W, 3].
+
+    Frame t is coded together with the frames before it in a window of `window` frames (the clip
+    length the tokenizer was trained on), as pre-tokenisation and the world model use it."""
     scores = []
     for i in range(0, len(clips), batch):
         video = torch.from_numpy(clips[i:i + batch]).float().div(255).to(device)
-        recon = tokenizer.decode(tokenizer.encode(video))
+        recon = torch.stack([tokenizer.decode(tokenizer.encode(video[:, max(0, t - window + 1):t + 1]))[:, -1]
+                             for t in range(video.shape[1])], dim=1)
         scores.append(psnr(recon, video).flatten().cpu())
     return float(torch.cat(scores).mean())
 

@@ -49,8 +49,22 @@ def write_rollouts_gif(world: World, prompts: np.ndarray, path: str | Path, leng
     save_gif([tile(g) for g in grid], path)
 
 
-def write_html(path: str | Path, title: str, report: dict, images: list[tuple[str, str]]) -> None:
-    """A self-contained page: the numbers as a table, then the pictures (paths relative to it)."""
+def consistency_pictures(videos: np.ndarray, names: list[str], out: Path, still_prompts: int = 4) -> None:
+    """videos uint8 [S, P, L+1, H, W, 3] -> out/grid.png (rows: sequences; columns: the first, middle
+    and last frame under each of the first `still_prompts` prompts) and out/grid.gif (all prompts)."""
+    length = videos.shape[2] - 1
+    picks = [0, length // 2, length]
+    still = videos[:, :still_prompts][:, :, picks]                          # [S, P', 3, H, W, 3]
+    still = still.reshape(still.shape[0], -1, *still.shape[3:])
+    Image.fromarray(tile(still, scale=1)).save(out / "grid.png")
+    save_gif([tile(videos[:, :, k]) for k in range(length + 1)], out / "grid.gif")
+    (out / "grid_rows.txt").write_text("\n".join(names) + "\n")
+
+
+def write_html(path: str | Path, title: str, report: dict, images: list[tuple[str, str]],
+               lead: str = "") -> None:
+    """A self-contained page: a lead line, the numbers as a table, then the pictures (paths
+    relative to it)."""
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
                    for k, v in _flatten(report).items())
     figs = "".join(f"<figure><img src='{html.escape(src)}'><figcaption>{html.escape(cap)}</figcaption></figure>"
@@ -59,7 +73,9 @@ def write_html(path: str | Path, title: str, report: dict, images: list[tuple[st
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:70em}td{padding:2px 12px}"
         "img{image-rendering:pixelated;max-width:100%}figure{margin:1.5em 0}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1><table>{rows}</table>{figs}"
+        f"<body><h1>{html.escape(title)}</h1>"
+        + (f"<p><b>{html.escape(lead)}</b></p>" if lead else "")
+        + f"<table>{rows}</table>{figs}"
         f"<details><summary>report.json</summary><pre>{html.escape(json.dumps(report, indent=1))}</pre>"
         "</details></body></html>")
 

@@ -13,11 +13,13 @@ commands:
             robo-genie demo out=DIR
   ingest    video -> frame shards
             robo-genie ingest source=video_folder path=IN out=SHARDS [fps=..] [resolution=64]
+            robo-genie ingest source=shards path=SHARDS tokenize_with=RUN/bundle out=TOKENS
   train     train the tokenizer, LAM and dynamics model into RUN/bundle
             robo-genie train stage=all data.path=SHARDS model=tiny out=RUN [steps=..]
   play      roll a world model out from an image under chosen latent actions
             robo-genie play bundle=RUN/bundle prompt=IMAGE actions=0,3,3,1 out=ROLLOUT.gif
   eval      robo-genie eval controllability bundle=RUN/bundle data.path=SHARDS out=DIR
+            robo-genie eval consistency bundle=RUN/bundle prompts=SHARDS_OR_IMAGES out=DIR
   sim       robo-genie sim generate episodes=N workers=W out=SHARDS
 
 `robo-genie COMMAND --help` prints that command's config with its defaults.
@@ -46,6 +48,14 @@ def _demo(cfg) -> None:
 
 
 def _ingest(cfg) -> None:
+    if cfg.source == "shards":
+        if not cfg.tokenize_with:
+            raise SystemExit("robo-genie ingest source=shards: give tokenize_with=BUNDLE (the bundle whose "
+                             "tokenizer and LAM encode the frames)")
+        from robo_genie.datasets.pretokenize import pretokenize
+        manifest = pretokenize(cfg.path, cfg.tokenize_with, cfg.out, device=cfg.device, progress=cfg.progress)
+        print(f"wrote tokens of {len(manifest['episodes'])} episodes to {cfg.out}")
+        return
     from robo_genie.datasets.ingest import ingest
     manifest = ingest(cfg.source, cfg.path, cfg.out, fps=cfg.fps, resolution=cfg.resolution,
                       episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, progress=cfg.progress)
@@ -76,10 +86,11 @@ def _play(cfg) -> None:
 
 
 def _eval(cfg) -> None:
-    if cfg.what != "controllability":
-        raise SystemExit(f"robo-genie eval: unknown evaluation {cfg.what!r}; available: controllability")
-    from robo_genie.eval.jobs import run_controllability
-    run_controllability(cfg)
+    from robo_genie.eval.jobs import run_consistency, run_controllability
+    jobs = {"controllability": run_controllability, "consistency": run_consistency}
+    if cfg.what not in jobs:
+        raise SystemExit(f"robo-genie eval: unknown evaluation {cfg.what!r}; available: {', '.join(jobs)}")
+    jobs[cfg.what](cfg)
 
 
 def _sim(cfg) -> None:

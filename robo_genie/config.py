@@ -34,6 +34,7 @@ class TokenizerConfig:
     commitment_weight: float = 0.25
     ema_decay: float = 0.95           # EMA codebook updates (no codebook gradients)
     dead_code_threshold: float = 2.0  # codes used fewer times per batch (EMA) are restarted
+    refine_channels: int = 0          # hidden channels of a residual conv head on decoded frames (0 = none)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class DynamicsConfig:
     token_temperature: float = 0.0    # softmax temperature for token draws; 0 = argmax (see NOTES.md)
     mask_rate_min: float = 0.5        # train-time mask rate ~ U[mask_rate_min, 1]
     change_weight: float = 20.0       # extra loss weight on tokens that changed since the last frame
+    action_every_block: bool = False  # add the action embedding at every block's input, not only the first
+    prev_frame_input: bool = False    # frame t's token at each position also enters frame t+1's input
 
 
 @dataclass
@@ -89,10 +92,10 @@ def _st(dim: int, depth: int, heads: int) -> STConfig:
 # and direction of motion was not recovered (NMI <= 0.35 vs 0.46 at patch 8; see NOTES.md).
 TINY = ModelConfig(
     name="tiny",
-    tokenizer=TokenizerConfig(patch=4, codebook_size=1024, code_dim=32,
+    tokenizer=TokenizerConfig(patch=4, codebook_size=2048, code_dim=32, refine_channels=32,
                               encoder=_st(64, 2, 4), decoder=_st(64, 2, 4)),
     lam=LAMConfig(patch=8, num_actions=8, code_dim=32, encoder=_st(96, 2, 4), decoder=_st(96, 2, 4)),
-    dynamics=DynamicsConfig(net=_st(96, 2, 4)),
+    dynamics=DynamicsConfig(net=_st(96, 2, 4), prev_frame_input=True),
 )
 # Small: the paper's CoinRun case study (tokenizer 8L d512, LAM 8L d512, dynamics 12L d512).
 SMALL = ModelConfig(
@@ -145,6 +148,9 @@ class TrainJob:
     seed: int = 0
     progress: bool = True
     halt_at_step: int | None = None  # stop (checkpointed) at this step, as an interruption would
+    # Dynamics from frame shards: encode them once into OUT/tokens (tokenizer + LAM) instead of
+    # running the frozen parts on every batch.
+    pretokenize: bool = True
     tokenizer: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=4))
     lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=2, batch_size=32))
     dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=2, batch_size=16))
@@ -152,9 +158,11 @@ class TrainJob:
 
 @dataclass
 class IngestJob:
-    source: str = "video_folder"      # video_folder (more sources: see the README)
+    source: str = "video_folder"      # video_folder | shards (pre-tokenise frame shards)
     path: str = MISSING
     out: str = MISSING
+    tokenize_with: str | None = None  # source=shards: the bundle whose tokenizer (and LAM) encode the frames
+    device: str = "auto"
     fps: float | None = None       # resample to this rate; default: each file's own rate
     resolution: int = 64
     episode_frames: int = 0           # split long videos into episodes of this many frames (0 = no)
@@ -176,16 +184,29 @@ class PlayJob:
 
 
 @dataclass
+class EvalDataConfig:
+    path: str | None = None        # frame shards of held-out episodes (`eval controllability` needs it)
+
+
+@dataclass
 class EvalJob:
     what: str = "controllability"     # the first positional word: `robo-genie eval controllability`
     bundle: str = MISSING
-    data: DataConfig = field(default_factory=DataConfig)
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
     out: str = MISSING
     t: int = 4                        # evaluate the frame t steps after the prompt
     n_clips: int = 32
     seed: int = 0
     device: str = "auto"
     maskgit_steps: int | None = None
+    # `eval consistency`: prompts are frame shards (held-out episodes) or a folder of images
+    prompts: str | None = None
+    n_prompts: int = 8
+    length: int = 6                   # steps per command sequence
+    n_random: int = 4                 # random sequences besides each code held for `length` steps
+    n_permutations: int = 1000
+    ts: list[int] = field(default_factory=lambda: [1, 2, 4, 6])   # ΔtPSNR at these t (shard prompts)
+    i3d_weights: str | None = None  # FVD needs I3D weights, which cannot be downloaded here
 
 
 @dataclass
@@ -214,7 +235,7 @@ class DemoJob:
     device: str = "auto"
     progress: bool = True
     tokenizer: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
-        steps=650, batch_size=12, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
+        steps=450, batch_size=12, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
     lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=350, batch_size=24, clip_len=2, lr=2e-3, warmup_steps=30, ckpt_every=100))
     dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(

@@ -57,7 +57,7 @@ def run_demo(cfg: DictConfig) -> dict:
         world.maskgit_steps = cfg.maskgit_steps
         clips = held_out_clips(str(holdout_dir), cfg.eval_t + 1, cfg.eval_clips, cfg.seed)
         report = {
-            "tokenizer": {"psnr": tokenizer_psnr(world.tokenizer, clips, device)},
+            "tokenizer": {"psnr": tokenizer_psnr(world.tokenizer, clips, device, cfg.tokenizer.clip_len)},
             "lam": lam_action_agreement(world.lam, str(holdout_dir), world.lam_window,
                                         model_cfg.lam.num_actions, device),
             "dynamics": delta_t_psnr(world, clips, cfg.eval_t, cfg.seed),

@@ -49,3 +49,23 @@ def sim_shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "shards"
     generate(out, episodes=6, episode_len=12, resolution=32, workers=1, seed=0, progress=False)
     return out
+
+
+def train_args(run_dir, data, stage, *extra, steps: int = 4) -> list[str]:
+    """`robo-genie train` overrides for a micro run of `steps` steps per stage."""
+    return MICRO + MICRO_TRAIN + [f"data.path={data}", f"out={run_dir}", f"stage={stage}", f"steps={steps}",
+                                  "progress=false", *extra]
+
+
+def train_job(run_dir, data, stage, *extra):
+    return compose("train", train_args(run_dir, data, stage, *extra))
+
+
+@pytest.fixture(scope="session")
+def micro_run(sim_shards, tmp_path_factory):
+    """One micro run of all three stages (4 steps each); tests must not modify it."""
+    from robo_genie.training.jobs import run_train_job
+
+    run = tmp_path_factory.mktemp("micro_run")
+    run_train_job(train_job(run, sim_shards, "all"))
+    return run

@@ -11,15 +11,11 @@ from safetensors.torch import load_file
 from robo_genie import bundle as bundle_io
 from robo_genie.cli import main
 from robo_genie.play import World
-from robo_genie.training.jobs import run_train_job
-from tests.test_train_resume import _job
 
 
-@pytest.fixture(scope="module")
-def trained(sim_shards, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    run_train_job(_job(run, sim_shards, "all"))
-    return run / "bundle"
+@pytest.fixture
+def trained(micro_run):
+    return micro_run / "bundle"
 
 
 def test_bundle_round_trips_every_tensor(trained):

@@ -20,7 +20,7 @@ def test_bad_settings_fail_at_once_with_a_clear_message(args, expected):
 def test_help_prints_the_config(capsys):
     main(["train", "--help"])
     out = capsys.readouterr().out
-    assert "stage: all" in out and "codebook_size: 1024" in out
+    assert "stage: all" in out and "codebook_size: 2048" in out
 
 
 def test_play_rejects_actions_outside_the_model(tmp_path):

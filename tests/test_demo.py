@@ -21,6 +21,11 @@ def test_demo_writes_report_bundle_and_pictures(tmp_path):
     assert isinstance(report["seconds"], float) and "timings" in report
     assert (tmp_path / "bundle" / "meta.json").is_file()
     with Image.open(tmp_path / "rollouts.gif") as gif:
-        assert gif.n_frames == 9                            # prompt + 8 steps
+        # prompt + 8 steps at 4 frames/s (Pillow merges identical consecutive frames, so count time)
+        total_ms = 0
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            total_ms += gif.info["duration"]
+        assert total_ms == 9 * 250
     html = (tmp_path / "report.html").read_text()
     assert "rollouts.gif" in html and "delta_t_psnr" in html

@@ -22,6 +22,25 @@ def test_tokenizer_encoder_is_causal(micro_cfg):
     assert torch.equal(tok.encode(v)[:, :2], tok.encode(v2)[:, :2])
 
 
+def test_tokenizer_decoder_and_pixel_refiner_are_causal(micro_cfg):
+    tok = build_part("tokenizer", micro_cfg).eval()
+    assert tok.refine is not None                       # tiny (and so micro) decodes through the conv head
+    torch.nn.init.normal_(tok.refine.net[-1].weight)    # not the identity it starts as
+    codes = torch.randn(2, 4, 64, micro_cfg.tokenizer.code_dim)
+    out = tok.decode_codes(codes)
+    codes2 = codes.clone()
+    codes2[:, 2:] = torch.randn_like(codes2[:, 2:])
+    out2 = tok.decode_codes(codes2)
+    assert torch.allclose(out[:, :2], out2[:, :2], atol=1e-6)
+    assert not torch.allclose(out[:, 2:], out2[:, 2:], atol=1e-4)
+
+
+def test_pixel_refiner_starts_as_the_identity():
+    from robo_genie.models.tokenizer import PixelRefiner
+    v = torch.rand(2, 3, 16, 16, 3)
+    assert torch.equal(PixelRefiner(8)(v), v)
+
+
 def test_tokenizer_round_trip_shapes_and_range(micro_cfg):
     tok = build_part("tokenizer", micro_cfg).eval()
     idx = tok.encode(_video())
@@ -96,9 +115,25 @@ def test_maskgit_sampling_fills_every_token_and_is_seeded(micro_cfg):
     b = dyn.sample_next(ctx, acts, steps=5, generator=torch.Generator().manual_seed(1))
     assert a.shape == (2, 64) and torch.equal(a, b)
     assert a.min() >= 0 and a.max() < 64            # no [MASK] left
-    # the sampled frame agrees with the full-context forward pass (the KV cache is exact)
-    full = dyn.logits(torch.cat([ctx, a[:, None]], 1), acts)[:, -1]
-    assert full.shape == (2, 64, 64)
+
+
+@pytest.mark.parametrize("variant", ["plain", "action_every_block", "prev_frame_input"])
+@pytest.mark.parametrize("t", [1, 3])
+def test_cached_next_frame_logits_equal_the_full_pass(micro_cfg, t, variant):
+    """Sampling reuses the context's temporal keys/values; from a one-frame prompt (as play
+    starts) and from longer contexts, it must see exactly what the full causal pass sees."""
+    cfg = micro_cfg.copy()
+    if variant != "plain":
+        cfg.dynamics[variant] = True
+    dyn = build_part("dynamics", cfg).eval()
+    ctx, acts = torch.randint(0, 64, (2, t, 64)), torch.randint(0, 4, (2, t))
+    frame = torch.randint(0, 64, (2, 64)).masked_fill(torch.rand(2, 64) < 0.5, dyn.mask_id)
+    with torch.no_grad():
+        cached = dyn.next_frame_logits(frame, acts[:, t - 1], dyn.context_cache(ctx, acts[:, :t - 1]), ctx[:, -1])
+        full = dyn.logits(torch.cat([ctx, frame[:, None]], 1), acts)[:, -1]
+        blind = dyn.logits(torch.cat([torch.randint(0, 64, (2, t, 64)), frame[:, None]], 1), acts)[:, -1]
+    assert torch.allclose(cached, full, atol=1e-5)
+    assert not torch.allclose(cached, blind, atol=1e-3)     # and the context does matter
 
 
 def _count(cfg, part):

@@ -4,15 +4,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from robo_genie.cli import compose
 from robo_genie.training import loop
 from robo_genie.training.jobs import run_train_job
-from tests.conftest import MICRO, MICRO_TRAIN
-
-
-def _job(run_dir, data, stage, *extra):
-    return compose("train", MICRO + MICRO_TRAIN + [f"data.path={data}", f"out={run_dir}", f"stage={stage}",
-                                                   "steps=4", "progress=false", *extra])
+from tests.conftest import train_job as _job
 
 
 def _weights(run_dir, part):
@@ -25,11 +19,9 @@ def _assert_identical(a, b):
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
 
 
-@pytest.fixture(scope="module")
-def straight_run(sim_shards, tmp_path_factory):
-    run = tmp_path_factory.mktemp("straight")
-    run_train_job(_job(run, sim_shards, "all"))
-    return run
+@pytest.fixture
+def straight_run(micro_run):
+    return micro_run
 
 
 def test_stage_all_writes_a_complete_bundle(straight_run):
@@ -64,11 +56,11 @@ def test_interrupted_dynamics_resumes_bit_identical(straight_run, sim_shards, tm
     def interrupting(tokenizer, lam, lam_window):
         step = real(tokenizer, lam, lam_window)
 
-        def wrapped(model, frames):
+        def wrapped(model, batch):
             calls["n"] += 1
             if calls["n"] == 3:                     # Ctrl-C arrives during the 3rd step
                 os.kill(os.getpid(), signal.SIGINT)
-            return step(model, frames)
+            return step(model, batch)
         return wrapped
 
     monkeypatch.setattr(loop, "dynamics_step_fn", interrupting)

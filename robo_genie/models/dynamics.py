@@ -27,35 +27,72 @@ class DynamicsModel(nn.Module):
         self.mask_id = codebook_size                       # one extra embedding row: [MASK]
         self.token_emb = nn.Embedding(codebook_size + 1, d)
         self.action_emb = nn.Embedding(num_actions, d)
+        # Frame t's token at the same position, embedded into frame t+1's input (row mask_id:
+        # none, for the first frame). Then "what was next to me" is one spatial attention away,
+        # rather than a spatial step in frame t followed by a temporal step.
+        self.prev_emb = nn.Embedding(codebook_size + 1, d) if cfg.prev_frame_input else None
         self.net = STTransformer(d, cfg.net.depth, cfg.net.heads, num_spatial, max_frames,
                                  cfg.net.mlp_ratio)
         self.head = nn.Linear(d, codebook_size)
 
-    def _embed(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T, S], actions [B, T-1]: a_{t-1} is added to every token of frame t."""
-        x = self.token_emb(tokens)
+    def _action_embedding(self, actions: torch.Tensor) -> torch.Tensor:
+        """actions [B, T-1] -> [B, T, 1, D]: a_{t-1} for frame t, zero for the first frame."""
         act = self.action_emb(actions)[:, :, None]
-        return torch.cat([x[:, :1], x[:, 1:] + act], dim=1)
+        first = act.new_zeros(act.shape[0], 1, 1, act.shape[-1])
+        return torch.cat([first, act], dim=1)
 
-    def logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T, S] (mask_id where masked), actions [B, T-1] -> logits [B, T, S, V]."""
-        return self.head(self.net(self._embed(tokens, actions)))
+    def _input(self, tokens: torch.Tensor, act: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        x = self.token_emb(tokens) + act
+        return x if self.prev_emb is None else x + self.prev_emb(prev)
+
+    def _hidden(self, tokens: torch.Tensor, actions: torch.Tensor, known: torch.Tensor,
+                kv: list | None = None) -> torch.Tensor:
+        """tokens [B, T, S] (mask_id where masked), actions [B, T-1], known [B, T, S] (the unmasked
+        tokens: frame t-1 of it feeds frame t when prev_frame_input). a_{t-1} is added to every
+        token of frame t (at the input, and with action_every_block at every block's input)."""
+        act = self._action_embedding(actions)
+        prev = torch.cat([torch.full_like(known[:, :1], self.mask_id), known[:, :-1]], dim=1)
+        return self.net(self._input(tokens, act, prev), kv=kv,
+                        cond=act if self.cfg.action_every_block else None)
+
+    def logits(self, tokens: torch.Tensor, actions: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [B, T, S] (mask_id where masked), actions [B, T-1] -> logits [B, T, S, V].
+        `known`: the clip's true tokens where `tokens` is masked (default: tokens itself)."""
+        return self.head(self._hidden(tokens, actions, tokens if known is None else known))
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict]:
         b, t, s = tokens.shape
         rate = torch.empty(b, 1, 1, device=tokens.device).uniform_(self.cfg.mask_rate_min, 1.0)
         mask = torch.rand(b, t, s, device=tokens.device) < rate
         mask[:, 0] = False                                  # the prompt frame is always given
-        logits = self.logits(tokens.masked_fill(mask, self.mask_id), actions)
-        ce = F.cross_entropy(logits[mask].float(), tokens[mask], reduction="none")
+        hidden = self._hidden(tokens.masked_fill(mask, self.mask_id), actions, tokens)
+        logits = self.head(hidden[mask])      # only where there is a target: ~1/3 of the tokens
+        ce = F.cross_entropy(logits.float(), tokens[mask], reduction="none")
         # Tokens that differ from the same position one frame earlier carry the action's effect;
         # most tokens are static background, which would otherwise dominate the loss.
         changed = torch.zeros_like(mask)
         changed[:, 1:] = tokens[:, 1:] != tokens[:, :-1]
         weight = 1.0 + self.cfg.change_weight * changed[mask].float()
         loss = (weight * ce).sum() / weight.sum()
-        acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean()
+        acc = (logits.argmax(-1) == tokens[mask]).float().mean()
         return loss, {"ce": ce.mean().detach(), "masked_acc": acc.detach()}
+
+    def context_cache(self, context: torch.Tensor, actions: torch.Tensor) -> list:
+        """Temporal keys/values of the known frames [B, t, S] (actions [B, t-1]), computed once:
+        under the causal mask they do not depend on the frame being generated."""
+        kv: list = []
+        self._hidden(context, actions, context, kv=kv)
+        return kv
+
+    def next_frame_logits(self, frame: torch.Tensor, action: torch.Tensor, kv: list, last: torch.Tensor
+                          ) -> torch.Tensor:
+        """Logits [B, S, V] for the next frame's tokens [B, S] (mask_id where unknown), led into by
+        action [B], given the context cache and the context's last frame [B, S]; equal to
+        `logits` over the whole clip."""
+        act = self.action_emb(action)[:, None, None]
+        cond = act if self.cfg.action_every_block else None
+        x = self._input(frame[:, None], act, last[:, None])
+        return self.head(self.net.step(x, kv, cond))[:, 0]
 
     @torch.no_grad()
     def sample_next(self, context: torch.Tensor, actions: torch.Tensor, steps: int | None = None,
@@ -71,12 +108,10 @@ class DynamicsModel(nn.Module):
         steps = steps or self.cfg.maskgit_steps
         temperature = self.cfg.temperature if temperature is None else temperature
         b, t, s = context.shape
-        kv: list = []
-        self.net(self._embed(context, actions[:, :t - 1]), kv=kv)   # context keys/values, once
-        act = self.action_emb(actions[:, t - 1])[:, None, None]
+        kv = self.context_cache(context, actions[:, :t - 1])
         frame = torch.full((b, s), self.mask_id, dtype=torch.long, device=context.device)
         for i in range(steps):
-            logits = self.head(self.net.step(self.token_emb(frame)[:, None] + act, kv))[:, 0].float()
+            logits = self.next_frame_logits(frame, actions[:, t - 1], kv, context[:, -1]).float()
             masked = frame == self.mask_id
             if self.cfg.token_temperature > 0:   # Gumbel-max: a categorical draw, vectorised
                 draw = (logits / self.cfg.token_temperature + _gumbel(logits.shape, generator, logits.device)).argmax(-1)

@@ -22,6 +22,27 @@ def unpatchify(patches: torch.Tensor, p: int, h: int) -> torch.Tensor:
     return rearrange(patches, "b t (h w) (p1 p2 c) -> b t (h p1) (w p2) c", h=h, p1=p, p2=p)
 
 
+class PixelRefiner(nn.Module):
+    """A small residual conv head on each decoded frame (per frame, so still causal in time).
+
+    A linear patch output decodes each patch on its own, which leaves seams and blur at patch
+    borders; two 3x3 convolutions across them bought +0.4 dB held-out PSNR for the tiny tokenizer
+    at 3% of its step time (NOTES.md). Starts as the identity."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(channels, 3, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:      # [B, T, H, W, 3]
+        frames = rearrange(video, "b t h w c -> (b t) c h w")
+        frames = frames + self.net(frames)
+        return rearrange(frames, "(b t) c h w -> b t h w c", b=video.shape[0])
+
+
 class VideoTokenizer(nn.Module):
     """Video [B, T, H, W, 3] in [0, 1] <-> discrete tokens [B, T, h, w]."""
 
@@ -41,6 +62,7 @@ class VideoTokenizer(nn.Module):
         self.from_code = nn.Linear(cfg.code_dim, dec.dim)
         self.decoder = STTransformer(dec.dim, dec.depth, dec.heads, n, max_frames, dec.mlp_ratio)
         self.patch_out = nn.Linear(dec.dim, patch_dim)
+        self.refine = PixelRefiner(cfg.refine_channels) if cfg.refine_channels > 0 else None
 
     def encode_continuous(self, video: torch.Tensor) -> torch.Tensor:
         return self.to_code(self.encoder(self.patch_in(patchify(video, self.cfg.patch))))
@@ -53,7 +75,8 @@ class VideoTokenizer(nn.Module):
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Code vectors [B, T, S, code_dim] -> video [B, T, H, W, 3] (unclamped)."""
         patches = self.patch_out(self.decoder(self.from_code(codes)))
-        return unpatchify(patches, self.cfg.patch, self.grid)
+        video = unpatchify(patches, self.cfg.patch, self.grid)
+        return video if self.refine is None else self.refine(video)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token indices [B, T, h, w] -> video in [0, 1]."""

@@ -36,7 +36,7 @@ def run_train_job(job: DictConfig) -> dict:
     results = train_stages(stages, model_cfg, stage_cfgs, job.data.path, job.out,
                            device=resolve_device(job.device), seed=job.seed, init_from=job.init_from,
                            progress=job.progress, num_workers=job.data.num_workers,
-                           halt_at_step=job.halt_at_step)
+                           halt_at_step=job.halt_at_step, pretokenize=job.pretokenize)
     if len(results) == len(stages):
         print(f"bundle: {Path(job.out) / 'bundle'} (parts: {', '.join(bundle_io.read_meta(Path(job.out) / 'bundle')['parts'])})")
     return results

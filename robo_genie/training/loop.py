@@ -24,7 +24,7 @@ from robo_genie.models.lam import infer_actions_windowed
 from robo_genie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from robo_genie.training.optim import lr_at, make_optimizer, set_lr
 
-StepFn = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict]]
+StepFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict]]   # (model, batch)
 _SHOWN = {"loss", "psnr", "mse", "ce", "masked_acc", "codes_used", "perplexity"}   # on the progress bar
 
 
@@ -36,15 +36,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def pixel_step(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    return model(frames)
+def frames_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """uint8 frames of a frame-shard batch -> float video in [0, 1]."""
+    if "frames" not in batch:
+        raise ValueError("this stage trains on pixels: give it frame shards (data.path), not token shards")
+    return batch["frames"].float().div_(255)
+
+
+def pixel_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    return model(frames_of(batch))
 
 
 def dynamics_step_fn(tokenizer: nn.Module, lam: nn.Module, lam_window: int) -> StepFn:
-    """Tokens and latent actions come from the frozen tokenizer and LAM (stop-gradient); the LAM
-    reads windows of the clip length it was trained on."""
-    def step(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Token shards carry the tokens and latent actions (pre-tokenised with this run's tokenizer and
+    LAM); from frame shards they come from the frozen tokenizer and LAM on every batch. Either way
+    no gradient reaches them; the LAM reads windows of the clip length it was trained on."""
+    def step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        if "tokens" in batch:
+            return model(batch["tokens"].long().flatten(2), batch["latent_actions"][:, :-1].long())
         with torch.no_grad():
+            frames = frames_of(batch)
             tokens = tokenizer.encode(frames).flatten(2)
             actions = infer_actions_windowed(lam, frames, lam_window)
         return model(tokens, actions)
@@ -115,10 +126,10 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
                 if halt_at_step is not None and step >= halt_at_step:
                     save_checkpoint(ckpt_dir, step, model, optimizer)
                     break
-                frames = next(batches)["frames"].to(device, non_blocking=True).float().div_(255)
+                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
                 set_lr(optimizer, lr_at(step, cfg))
                 with autocast:
-                    loss, metrics = step_fn(model, frames)
+                    loss, metrics = step_fn(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

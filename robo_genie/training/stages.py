@@ -1,12 +1,13 @@
 """Train the three parts in order and collect them in a world-model bundle.
 
 tokenizer (pixels) -> LAM (pixels) -> dynamics (tokens of the frozen tokenizer + codes of the
-frozen LAM). Each stage resumes from its own checkpoints, and each finished part is written to
+frozen LAM, pre-tokenised once into RUN/tokens unless pretokenize=false). Each stage resumes from its own checkpoints, and each finished part is written to
 RUN/bundle as soon as it is done, so a later stage can be (re)run alone.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from omegaconf import DictConfig
 
 from robo_genie import bundle as bundle_io
 from robo_genie.config import StageTrainConfig
+from robo_genie.datasets.pretokenize import check_token_shards
+from robo_genie.datasets.pretokenize import pretokenize as pretokenize_shards
+from robo_genie.datasets.shards import FrameShards, ShardError
 from robo_genie.models import PARTS, build_part
 from robo_genie.training.loop import dynamics_step_fn, pixel_step, train
 
@@ -30,23 +34,46 @@ def stages_for(stage: str) -> tuple[str, ...]:
 
 
 def _frozen_part(part: str, run_bundle: Path, init_from: str | None, device, model_cfg
-                 ) -> tuple[torch.nn.Module, dict]:
-    """A trained part (from this run's bundle, else init_from) and its training info."""
+                 ) -> tuple[torch.nn.Module, dict, Path]:
+    """A trained part (from this run's bundle, else init_from), its training info and its bundle."""
     for source in (run_bundle, init_from):
         if not source or not (Path(source) / "meta.json").is_file():
             continue
         info = bundle_io.read_meta(source)["parts"].get(part)
         if info is not None:
-            return bundle_io.load_part(source, part, device, model_cfg).requires_grad_(False), info
+            return bundle_io.load_part(source, part, device, model_cfg).requires_grad_(False), info, Path(source)
     raise bundle_io.BundleError(f"training dynamics needs a trained {part}: none in {run_bundle}"
                                 f"{' or ' + init_from if init_from else ''}. Train it first "
                                 f"(`robo-genie train stage={part} ...` with the same out=) or pass init_from=BUNDLE.")
 
 
+def _dynamics_data(data_path: str, run_dir: Path, tok_bundle: Path, lam_bundle: Path, pretokenize: bool,
+                   device, progress: bool) -> str:
+    """What the dynamics stage reads: given token shards (checked against the frozen parts), or
+    frame shards pre-tokenised once into RUN/tokens (pretokenize=true), or frame shards as they are."""
+    if FrameShards(data_path).kind == "tokens":
+        if tok_bundle != lam_bundle:
+            raise ValueError("token shards need the tokenizer and LAM from one bundle")
+        check_token_shards(data_path, tok_bundle)
+        return data_path
+    if not pretokenize or tok_bundle != lam_bundle:
+        return data_path
+    out = run_dir / "tokens"
+    try:
+        done = len(FrameShards(out).episodes) == len(FrameShards(data_path).episodes)
+        check_token_shards(out, tok_bundle)
+    except ShardError:
+        done = False
+    if not done:      # absent, interrupted, or made with other weights: (re)write it
+        shutil.rmtree(out, ignore_errors=True)
+        pretokenize_shards(data_path, tok_bundle, out, device=device, progress=progress)
+    return str(out)
+
+
 def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dict[str, StageTrainConfig],
                  data_path: str, run_dir: str | Path, *, device: torch.device, seed: int = 0,
                  init_from: str | None = None, progress: bool = True, num_workers: int = 0,
-                 halt_at_step: int | None = None) -> dict[str, dict]:
+                 halt_at_step: int | None = None, pretokenize: bool = True) -> dict[str, dict]:
     """Returns per-stage info ({} for a stage that halted before finishing)."""
     run_dir = Path(run_dir)
     run_bundle = run_dir / "bundle"
@@ -62,18 +89,20 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
         if init_from and part in bundle_io.read_meta(init_from)["parts"]:
             model = bundle_io.load_part(init_from, part, "cpu", model_cfg).train()
             print(f"[{part}] starting from {init_from}")
+        part_data = data_path
         if part == "dynamics":
-            tokenizer, _ = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
-            lam, lam_info = _frozen_part("lam", run_bundle, init_from, device, model_cfg)
+            tokenizer, _, tok_bundle = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
+            lam, lam_info, lam_bundle = _frozen_part("lam", run_bundle, init_from, device, model_cfg)
             step_fn = dynamics_step_fn(tokenizer, lam, lam_window=lam_info["clip_len"])
+            part_data = _dynamics_data(data_path, run_dir, tok_bundle, lam_bundle, pretokenize, device, progress)
         else:
             step_fn = pixel_step
-        result = train(model, step_fn, cfg, data_path, run_dir, name=part, device=device, seed=seed,
+        result = train(model, step_fn, cfg, part_data, run_dir, name=part, device=device, seed=seed,
                        progress=progress, num_workers=num_workers, halt_at_step=halt_at_step)
         if not result.finished:
             print(f"[{part}] halted at step {result.step}; rerun the same command to continue.")
             return results
-        info = {"steps": result.step, "clip_len": cfg.clip_len, "data": str(data_path), "seconds": round(result.seconds, 1),
+        info = {"steps": result.step, "clip_len": cfg.clip_len, "data": str(part_data), "seconds": round(result.seconds, 1),
                 "final_metrics": result.last_metrics, "init_from": init_from,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         bundle_io.save_part(run_bundle, part, result.model, model_cfg, info)
