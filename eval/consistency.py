@@ -203,12 +203,18 @@ def real_action_agreement(lam, lam_window: int, data_path: str | Path, device, m
 
 def direction_agreement(probe: CentroidProbe, signatures: np.ndarray) -> dict:
     """For each sequence, the real direction the probe reads from each prompt's rollout (its most
-    frequent per-step reading): the fraction of prompts that agree with the most common one."""
+    frequent per-step reading), and how often two prompts' readings agree. Chance: the agreement
+    of two rollouts drawn at random from all of them, whatever their sequence; a reader that
+    sees the same direction everywhere (e.g. nothing moves) scores high on both."""
     s, p, t = signatures.shape[:3]
     read = probe.predict(signatures.reshape(-1, 2)).reshape(s, p, t)
     per_rollout = np.array([[np.bincount(read[i, j]).argmax() for j in range(p)] for i in range(s)])
-    agree = [float((row == np.bincount(row).argmax()).mean()) for row in per_rollout]
-    return {"direction_agreement": float(np.mean(agree)), "direction_agreement_per_sequence": agree,
+    pairs = ~np.eye(p, dtype=bool)
+    agree = [float((row[:, None] == row[None, :])[pairs].mean()) for row in per_rollout]
+    pooled = np.bincount(per_rollout.ravel(), minlength=len(DIRECTIONS)) / per_rollout.size
+    return {"direction_agreement": float(np.mean(agree)),
+            "direction_agreement_chance": float((pooled ** 2).sum()),
+            "direction_agreement_per_sequence": agree,
             "directions_read": [[DIRECTIONS[d] for d in row] for row in per_rollout]}
 
 

@@ -235,11 +235,14 @@ class DemoJob:
     device: str = "auto"
     progress: bool = True
     tokenizer: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
-        steps=450, batch_size=12, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
+        steps=350, batch_size=12, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
     lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=350, batch_size=24, clip_len=2, lr=2e-3, warmup_steps=30, ckpt_every=100))
     dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=300, batch_size=16, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
+    # 300 dynamics steps x 16 clips see each training window about once, so encoding every window
+    # up front (pretokenize) would cost as much as encoding the batches as they come.
+    pretokenize: bool = False
     eval_t: int = 4
     eval_clips: int = 24
     maskgit_steps: int | None = 8  # the demo samples with 8 MaskGIT rounds (25 elsewhere) to fit its time budget

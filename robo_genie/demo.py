@@ -50,7 +50,7 @@ def run_demo(cfg: DictConfig) -> dict:
     stage_cfgs = {p: cfg[p] for p in STAGE_ORDER}
     with _timed("train tokenizer, LAM, dynamics", timings):
         train_stages(STAGE_ORDER, model_cfg, stage_cfgs, str(train_dir), out, device=device, seed=cfg.seed,
-                     progress=cfg.progress)
+                     progress=cfg.progress, pretokenize=cfg.pretokenize)
 
     with _timed("evaluate on held-out episodes", timings):
         world = World.from_bundle(out / "bundle", str(device), cfg.seed)

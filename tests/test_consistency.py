@@ -132,3 +132,16 @@ def test_eval_consistency_takes_a_folder_of_images_and_names_a_bad_path(micro_ru
     with pytest.raises(SystemExit, match="not found"):
         main(["eval", "consistency", f"bundle={micro_run / 'bundle'}", f"prompts={tmp_path / 'nope'}",
               f"out={tmp_path / 'o2'}"])
+
+
+def test_direction_agreement_is_judged_against_its_chance_level():
+    probe = cons.CentroidProbe().fit(np.array([[2.0, 0], [-2.0, 0], [0, 2.0], [0, -2.0]]), np.array([1, 2, 3, 4]))
+    moves = np.array([[2.0, 0], [-2.0, 0], [0, 2.0], [0, -2.0]])
+    same = np.repeat(moves[:, None, None], 6, axis=1).repeat(3, axis=2)          # sequence s: move s, every prompt
+    rng = np.random.default_rng(0)
+    scrambled = moves[rng.integers(0, 4, (4, 6))][:, :, None].repeat(3, axis=2)
+    still = np.zeros((4, 6, 3, 2))
+    good, bad, frozen = (cons.direction_agreement(probe, x) for x in (same, scrambled, still))
+    assert good["direction_agreement"] == 1.0 and good["direction_agreement_chance"] == 0.25
+    assert bad["direction_agreement"] < 0.5
+    assert frozen["direction_agreement"] == 1.0 and frozen["direction_agreement_chance"] == 1.0

@@ -148,6 +148,15 @@ def infer_actions_windowed(lam: torch.nn.Module, video: torch.Tensor, window: in
     frame so that every transition is labelled once. -> [B, T-1] (or [T-1])."""
     single = video.ndim == 4
     video = video[None] if single else video
-    out = [lam.infer_actions(video[:, s:s + window]) for s in range(0, video.shape[1] - 1, window - 1)]
+    b, t = video.shape[:2]
+    starts = range(0, t - 1, window - 1)
+    full = [s for s in starts if s + window <= t]
+    # The full-length windows go through the LAM as one batch; a shorter last window on its own.
+    out = []
+    if full:
+        stacked = lam.infer_actions(torch.cat([video[:, s:s + window] for s in full]))   # [len(full) * B, window-1]
+        out.append(stacked.reshape(len(full), b, window - 1).transpose(0, 1).reshape(b, -1))
+    if len(full) < len(starts):
+        out.append(lam.infer_actions(video[:, starts[-1]:]))
     actions = torch.cat(out, dim=1)
     return actions[0] if single else actions

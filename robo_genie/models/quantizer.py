@@ -32,10 +32,23 @@ class Quantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z: [..., dim] -> (quantised z, code indices [...], commitment loss)."""
         shape = z.shape[:-1]
+        if not self.training:
+            idx = self.nearest(z)
+            return self.lookup(idx).to(z.dtype), idx, z.new_zeros(())
         # The quantiser runs in float32 under autocast: distances to the codebook need the range.
         with torch.autocast(device_type=z.device.type, enabled=False):
             q, idx, loss = self.vq(z.float().reshape(1, -1, z.shape[-1]))
         return q.reshape(*shape, -1).to(z.dtype), idx.reshape(shape), loss.sum()
+
+    @torch.no_grad()
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code (Euclidean) for z [..., dim] -> [...]. At inference this
+        replaces the library's search, which builds the full distance matrix with a square root
+        and a clamp: one matmul is 5x faster on a CPU with 2048 codes (NOTES.md)."""
+        codes = self.vq.codebook.float()                                   # [K, dim]
+        flat = z.detach().float().reshape(-1, z.shape[-1])
+        dist = codes.pow(2).sum(-1) - 2 * flat @ codes.T                  # |z|^2 is the same for all codes
+        return dist.argmin(-1).reshape(z.shape[:-1])
 
     def lookup(self, idx: torch.Tensor) -> torch.Tensor:
         """Code indices [...] -> code vectors [..., dim]."""
