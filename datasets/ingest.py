@@ -12,41 +12,51 @@ from robo_genie.datasets.transforms import center_crop_resize
 from tqdm import tqdm
 
 
-def resample(frames: Iterator[tuple[float, np.ndarray]], fps: float | None) -> Iterator[np.ndarray]:
-    """Keep frames on a grid of 1/fps seconds (nearest earlier frame); all frames if fps is None."""
+def resample(frames: Iterator[tuple[float, np.ndarray]], fps: float | None) -> Iterator[tuple[int, np.ndarray]]:
+    """Keep frames on a grid of 1/fps seconds (nearest earlier frame); all frames if fps is None.
+    Yields (index of the source frame, frame), so per-step arrays can follow the same choice."""
     next_t = 0.0
-    for t, frame in frames:
+    for i, (t, frame) in enumerate(frames):
         if fps is None:
-            yield frame
+            yield i, frame
             continue
         while t + 1e-6 >= next_t:      # a slow source can fill several slots with one frame
-            yield frame
+            yield i, frame
             next_t += 1.0 / fps
 
 
-def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int) -> np.ndarray:
-    frames = [center_crop_resize(f, resolution) for f in resample(ep.frames, fps)]
-    if not frames:
+def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int) -> tuple[np.ndarray, np.ndarray | None]:
+    picked = [(i, center_crop_resize(f, resolution)) for i, f in resample(ep.frames, fps)]
+    if not picked:
         raise IngestError(f"{ep.file}: no frames")
-    return np.stack(frames)
+    index = np.array([i for i, _ in picked])
+    actions = None
+    if ep.actions is not None:
+        if len(ep.actions) <= index.max():
+            raise IngestError(f"{ep.name} ({ep.file}): {len(ep.actions)} actions for {index.max() + 1} frames")
+        actions = ep.actions[index]
+    return np.stack([f for _, f in picked]), actions
 
 
 def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolution: int = 64,
-           episode_frames: int = 0, shard_frames: int = 4096, progress: bool = True) -> dict:
+           episode_frames: int = 0, shard_frames: int = 4096, progress: bool = True,
+           camera: str | None = None) -> dict:
     if source not in SOURCES:
         raise IngestError(f"source={source!r} is not known; available: {', '.join(sorted(SOURCES))}")
-    src = SOURCES[source](path)
+    src = SOURCES[source](path, camera=camera) if camera else SOURCES[source](path)
     writer = None
     for ep in tqdm(src.episodes(), desc=f"ingest {path}", unit="ep", disable=not progress):
-        frames = _episode_arrays(ep, fps, resolution)
+        frames, actions = _episode_arrays(ep, fps, resolution)
         rate = fps or ep.fps or 10.0
         if writer is None:
             writer = ShardWriter(out, source=source, fps=rate, image_size=resolution,
-                                 shard_frames=shard_frames, extra={"input": str(Path(path).resolve())})
-        chunks = [frames] if episode_frames <= 0 else \
-            [frames[i:i + episode_frames] for i in range(0, len(frames), episode_frames)]
-        for k, chunk in enumerate(chunks):
-            writer.add(ep.name if len(chunks) == 1 else f"{ep.name}#{k}", chunk)
+                                 shard_frames=shard_frames, extra={"input": str(Path(path).resolve())},
+                                 action_names=getattr(src, "action_names", None))
+        spans = [(0, len(frames))] if episode_frames <= 0 else \
+            [(i, min(i + episode_frames, len(frames))) for i in range(0, len(frames), episode_frames)]
+        for k, (a, b) in enumerate(spans):
+            writer.add(ep.name if len(spans) == 1 else f"{ep.name}#{k}", frames[a:b],
+                       actions=None if actions is None else actions[a:b])
     if writer is None:
         raise IngestError(f"{path}: the source yielded no episodes")
     return writer.close()

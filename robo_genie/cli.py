@@ -11,8 +11,8 @@ USAGE = """usage: robo-genie COMMAND [key=value ...]
 commands:
   demo      whole pipeline on embedded MuJoCo data: generate, train, evaluate, play
             robo-genie demo out=DIR
-  ingest    video -> frame shards
-            robo-genie ingest source=video_folder path=IN out=SHARDS [fps=..] [resolution=64]
+  ingest    video (folders, LeRobot v3.0) -> frame shards; frame shards -> token shards
+            robo-genie ingest source=video_folder|lerobot path=IN out=SHARDS [fps=..] [resolution=64]
             robo-genie ingest source=shards path=SHARDS tokenize_with=RUN/bundle out=TOKENS
   train     train the tokenizer, LAM and dynamics model into RUN/bundle
             robo-genie train stage=all data.path=SHARDS model=tiny out=RUN [steps=..]
@@ -58,7 +58,8 @@ def _ingest(cfg) -> None:
         return
     from robo_genie.datasets.ingest import ingest
     manifest = ingest(cfg.source, cfg.path, cfg.out, fps=cfg.fps, resolution=cfg.resolution,
-                      episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, progress=cfg.progress)
+                      episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, progress=cfg.progress,
+                      camera=cfg.camera)
     n = sum(e["length"] for e in manifest["episodes"])
     print(f"wrote {len(manifest['episodes'])} episodes ({n} frames) to {cfg.out}")
 

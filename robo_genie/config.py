@@ -158,10 +158,11 @@ class TrainJob:
 
 @dataclass
 class IngestJob:
-    source: str = "video_folder"      # video_folder | shards (pre-tokenise frame shards)
+    source: str = "video_folder"      # video_folder | lerobot | shards (pre-tokenise frame shards)
     path: str = MISSING
     out: str = MISSING
     tokenize_with: str | None = None  # source=shards: the bundle whose tokenizer (and LAM) encode the frames
+    camera: str | None = None       # source=lerobot: which video feature (default: the first)
     device: str = "auto"
     fps: float | None = None       # resample to this rate; default: each file's own rate
     resolution: int = 64

@@ -1,0 +1,109 @@
+"""A LeRobot v3.0 dataset root: `meta/info.json`, per-episode metadata in `meta/episodes/*.parquet`,
+frame rows (timestamps, actions, states) in `data/*.parquet`, and each camera's frames in mp4 files
+shared by many episodes (an episode is the span from_timestamp..to_timestamp of its file).
+
+Read with pyarrow + PyAV, not the `lerobot` library: no lerobot release installs beside the
+torch this project runs on (DESIGN.md). Frames are matched to the data rows by timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+from robo_genie.datasets.sources.base import IngestError, RawEpisode
+
+
+class LeRobotSource:
+    name = "lerobot"
+
+    def __init__(self, path: str | Path, camera: str | None = None):
+        self.root = Path(path)
+        info_path = self.root / "meta" / "info.json"
+        if not info_path.is_file():
+            raise IngestError(f"{info_path} not found: {self.root} is not a LeRobot dataset root")
+        self.info = json.loads(info_path.read_text())
+        version = str(self.info.get("codebase_version", ""))
+        if not version.startswith("v3"):
+            raise IngestError(f"{info_path}: codebase_version {version!r}; this reader takes LeRobot v3.x "
+                              f"(convert older datasets with lerobot's v3.0 conversion script)")
+        videos = [k for k, f in self.info["features"].items() if f.get("dtype") == "video"]
+        if not videos:
+            raise IngestError(f"{info_path}: lists no video feature (dtype 'video'); nothing to ingest")
+        self.camera = camera or videos[0]
+        if self.camera not in videos:
+            raise IngestError(f"{info_path}: no camera {self.camera!r}; its cameras are {', '.join(videos)} "
+                              f"(choose one with camera=...)")
+        self.fps = float(self.info["fps"])
+        files = sorted((self.root / "meta" / "episodes").rglob("*.parquet"))
+        if not files:
+            raise IngestError(f"{self.root / 'meta' / 'episodes'}: no episode metadata (*.parquet)")
+        rows: list[dict] = []
+        for f in files:
+            rows.extend(pq.read_table(f).to_pylist())
+        self.episode_rows = sorted(rows, key=lambda r: r["episode_index"])
+
+    def _data_file(self, row: dict) -> Path:
+        return self.root / self.info["data_path"].format(chunk_index=row["data/chunk_index"],
+                                                         file_index=row["data/file_index"])
+
+    def _video_file(self, row: dict) -> Path:
+        key = f"videos/{self.camera}"
+        return self.root / self.info["video_path"].format(video_key=self.camera, chunk_index=row[f"{key}/chunk_index"],
+                                                          file_index=row[f"{key}/file_index"])
+
+    def episodes(self) -> Iterator[RawEpisode]:
+        tables: dict[Path, dict] = {}
+        for row in self.episode_rows:
+            e = row["episode_index"]
+            data_file = self._data_file(row)
+            if data_file not in tables:
+                if not data_file.is_file():
+                    raise IngestError(f"episode {e}: {data_file} is listed in the metadata but missing")
+                tables[data_file] = pq.read_table(data_file).to_pydict()
+            data = tables[data_file]
+            rows = [i for i, ep in enumerate(data["episode_index"]) if ep == e]
+            rows.sort(key=lambda i: data["frame_index"][i])
+            timestamps = np.array([data["timestamp"][i] for i in rows], np.float64)
+            actions = np.array([data["action"][i] for i in rows], np.float32) if "action" in data else None
+            video = self._video_file(row)
+            start = float(row[f"videos/{self.camera}/from_timestamp"])
+            frames = _frames_at(video, start + timestamps, tolerance=0.5 / self.fps, what=f"episode {e}")
+            yield RawEpisode(f"episode_{e:06d}", str(video), zip(timestamps.tolist(), frames), self.fps, actions)
+
+
+def _frames_at(path: Path, times: np.ndarray, tolerance: float, what: str) -> list[np.ndarray]:
+    """The decoded frames of `path` nearest to each of `times` (seconds); an error names the file when
+    one is further than `tolerance` away (a truncated video, or metadata that does not match it)."""
+    if not path.is_file():
+        raise IngestError(f"{what}: video {path} is listed in the metadata but missing")
+    got_t, got = [], []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            first = max(0.0, float(times.min()) - 1.0)
+            container.seek(int(first / stream.time_base), stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                t = float(frame.time)
+                if t > times.max() + tolerance:
+                    break
+                if t >= times.min() - tolerance:
+                    got_t.append(t)
+                    got.append(frame.to_ndarray(format="rgb24"))
+    except av.error.FFmpegError as e:
+        raise IngestError(f"{what}: decoding {path} failed ({e}); the file is corrupt or truncated") from e
+    if not got:
+        raise IngestError(f"{what}: {path} has no frames between {times.min():.3f} s and {times.max():.3f} s "
+                          f"(truncated video?)")
+    got_t = np.array(got_t)
+    nearest = np.abs(got_t[None, :] - times[:, None]).argmin(axis=1)
+    off = np.abs(got_t[nearest] - times)
+    if (off > tolerance).any():
+        bad = float(times[off.argmax()])
+        raise IngestError(f"{what}: {path} has no frame within {tolerance * 1000:.0f} ms of {bad:.3f} s "
+                          f"(truncated video, or timestamps that do not match it)")
+    return [got[i] for i in nearest]

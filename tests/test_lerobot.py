@@ -1,0 +1,65 @@
+"""The LeRobot v3.0 reader against a dataset written by lerobot itself (tests/fixtures/README.md)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from robo_genie.datasets.ingest import ingest
+from robo_genie.datasets.shards import FrameShards
+from robo_genie.datasets.sources import IngestError, LeRobotSource
+
+from robo_genie.cli import main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "lerobot_v30_tiny"
+TOLERANCE = 8          # AV1 is lossy: grey levels on flat areas
+
+
+def test_every_frame_matches_what_lerobot_wrote(tmp_path):
+    ingest("lerobot", str(FIXTURE), str(tmp_path / "shards"), resolution=64, progress=False)
+    shards = FrameShards(tmp_path / "shards")
+    expected = json.loads((FIXTURE / "EXPECTED.json").read_text())["frames"]
+    assert [ep["length"] for ep in shards.episodes] == [12, 14, 16]
+    assert shards.manifest["fps"] == 10
+    for ep_index, ep in enumerate(shards.episodes):
+        frames = shards.read(ep_index).astype(int)
+        rows = [f for f in expected if f["episode"] == ep_index]
+        for t, row in enumerate(rows):
+            frame = frames[t]
+            assert abs(frame[2:20, 2:62].mean() - row["background"]) <= TOLERANCE, (ep_index, t)   # above the square
+            band = frame[28:36].mean(axis=(0, 2))                       # rows inside the square
+            white = np.flatnonzero(band > (row["background"] + 255) / 2)      # the background gets bright too
+            assert abs(white.min() - row["square_x"]) <= 1 and abs(white.max() - (row["square_x"] + 15)) <= 1, (ep_index, t)
+        actions = shards.read(ep_index, key="actions")
+        assert np.array_equal(actions, np.tile([1, 0, 0, 0, 0, 0, ep_index], (len(rows), 1)).astype(np.float32))
+
+
+def test_cli_ingests_and_resamples_by_time(tmp_path):
+    main(["ingest", "source=lerobot", f"path={FIXTURE}", f"out={tmp_path / 's'}", "fps=5", "progress=false",
+          "camera=observation.images.top"])
+    shards = FrameShards(tmp_path / "s")
+    assert [ep["length"] for ep in shards.episodes] == [6, 7, 8]        # every other frame at 5 fps
+    assert shards.read(0, key="actions").shape == (6, 7)
+
+
+def test_a_missing_camera_key_names_info_json_and_the_cameras(tmp_path):
+    with pytest.raises(IngestError, match=r"info.json: no camera 'wrist'.*observation.images.top"):
+        LeRobotSource(FIXTURE, camera="wrist")
+    broken = tmp_path / "broken"
+    shutil.copytree(FIXTURE, broken)
+    info = json.loads((broken / "meta" / "info.json").read_text())
+    del info["features"]["observation.images.top"]
+    (broken / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(SystemExit, match="lists no video feature"):
+        main(["ingest", "source=lerobot", f"path={broken}", f"out={tmp_path / 'x'}"])
+
+
+def test_a_truncated_video_names_the_episode_and_file(tmp_path):
+    broken = tmp_path / "trunc"
+    shutil.copytree(FIXTURE, broken)
+    video = next((broken / "videos").rglob("*.mp4"))
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IngestError, match=r"episode \d+: .*file-000.mp4"):
+        ingest("lerobot", str(broken), str(tmp_path / "out"), progress=False)
