@@ -14,6 +14,8 @@ commands:
   ingest    video (folders, LeRobot v3.0) -> frame shards; frame shards -> token shards
             robo-genie ingest source=video_folder|lerobot path=IN out=SHARDS [fps=..] [resolution=64]
             robo-genie ingest source=shards path=SHARDS tokenize_with=RUN/bundle out=TOKENS
+  export    frame shards -> a LeRobot v3.0 dataset
+            robo-genie export format=lerobot path=SHARDS out=DIR
   train     train the tokenizer, LAM and dynamics model into RUN/bundle
             robo-genie train stage=all data.path=SHARDS model=tiny out=RUN [steps=..]
   play      roll a world model out from an image under chosen latent actions
@@ -64,6 +66,14 @@ def _ingest(cfg) -> None:
     print(f"wrote {len(manifest['episodes'])} episodes ({n} frames) to {cfg.out}")
 
 
+def _export(cfg) -> None:
+    if cfg.format != "lerobot":
+        raise SystemExit(f"robo-genie export: unknown format {cfg.format!r}; available: lerobot")
+    from robo_genie.datasets.export import export_lerobot
+    out = export_lerobot(cfg.path, cfg.out, task=cfg.task, progress=cfg.progress)
+    print(f"wrote a LeRobot v3.0 dataset to {out}")
+
+
 def _train(cfg) -> None:
     from robo_genie.training.jobs import run_train_job
     run_train_job(cfg)
@@ -105,7 +115,7 @@ def _sim(cfg) -> None:
 
 
 COMMANDS: dict[str, tuple[str, Callable]] = {
-    "demo": ("demo", _demo), "ingest": ("ingest", _ingest), "train": ("train", _train),
+    "demo": ("demo", _demo), "ingest": ("ingest", _ingest), "export": ("export", _export), "train": ("train", _train),
     "play": ("play", _play), "eval": ("eval", _eval), "sim": ("sim", _sim),
 }
 

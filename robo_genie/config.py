@@ -172,6 +172,15 @@ class IngestJob:
 
 
 @dataclass
+class ExportJob:
+    format: str = "lerobot"           # lerobot (v3.0: parquet + AV1 mp4)
+    path: str = MISSING               # frame shards
+    out: str = MISSING
+    task: str = "robo_genie episode"  # the task text every exported episode gets
+    progress: bool = True
+
+
+@dataclass
 class PlayJob:
     bundle: str = MISSING
     prompt: str = MISSING             # an image file (any size; centre-cropped and resized)
@@ -255,6 +264,7 @@ def register_configs() -> None:
         cs.store(group="model", name=name, node=preset)
     cs.store(name="train", node=TrainJob)
     cs.store(name="ingest", node=IngestJob)
+    cs.store(name="export", node=ExportJob)
     cs.store(name="play", node=PlayJob)
     cs.store(name="eval", node=EvalJob)
     cs.store(name="sim", node=SimGenerateJob)
