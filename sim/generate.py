@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from robo_genie.datasets.shards import ShardWriter
@@ -29,12 +31,18 @@ def generate(out: str | Path, episodes: int, episode_len: int = 32, resolution: 
                          extra={"scene": "tabletop", "seed": seed})
     bar = tqdm(total=episodes, desc=f"sim -> {out}", unit="ep", disable=not progress)
     if workers > 1:
-        ctx = mp.get_context("spawn")     # a fresh process per worker: GL contexts do not fork
-        with ctx.Pool(workers) as pool:
-            results = pool.imap(_worker_episode, jobs, chunksize=4)
-            for s, ep in results:
-                writer.add(f"ep{s}", ep.frames, ep.actions, ep.labels)
-                bar.update()
+        # A fresh process per worker (GL contexts do not fork). Unlike multiprocessing.Pool, the
+        # executor fails when a worker dies instead of starting new ones forever.
+        try:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                for s, ep in pool.map(_worker_episode, jobs, chunksize=4):
+                    writer.add(f"ep{s}", ep.frames, ep.actions, ep.labels)
+                    bar.update()
+        except BrokenProcessPool as e:
+            raise RuntimeError(
+                "a simulation worker process died. If generate() is called from a script, put the call "
+                "under `if __name__ == \"__main__\":` (workers are spawned and import the script "
+                "again); otherwise run with workers=1 to see the error.") from e
     else:
         for job in jobs:
             s, ep = _worker_episode(job)

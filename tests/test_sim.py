@@ -28,3 +28,13 @@ def test_generated_shards_carry_actions_and_labels(sim_shards):
     assert len(shards.episodes) == 6 and shards.manifest["label_names"] == list(tabletop.PRIMITIVES)
     assert shards.read(0, key="actions").shape == (12, 7)
     assert shards.read(0).shape == (12, 32, 32, 3)
+
+
+def test_a_script_without_a_main_guard_fails_with_advice_instead_of_hanging(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "make_data.py"
+    script.write_text("from robo_genie.sim.generate import generate\n"
+                      f"generate({str(tmp_path / 'out')!r}, episodes=4, episode_len=4, resolution=32, workers=2, progress=False)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "__main__" in done.stderr
