@@ -40,13 +40,26 @@ def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int) -> tuple
 
 def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolution: int = 64,
            episode_frames: int = 0, shard_frames: int = 4096, progress: bool = True,
-           camera: str | None = None) -> dict:
+           camera: str | None = None, on_error: str = "fail", min_frames: int = 1) -> dict:
+    """on_error=fail stops at the first bad episode (what was written stays valid); on_error=skip
+    leaves it out and lists it, with the reason, under "skipped" in the manifest."""
     if source not in SOURCES:
         raise IngestError(f"source={source!r} is not known; available: {', '.join(sorted(SOURCES))}")
+    if on_error not in ("fail", "skip"):
+        raise IngestError(f"on_error={on_error!r}: expected fail or skip")
     src = SOURCES[source](path, camera=camera) if camera else SOURCES[source](path)
-    writer = None
+    writer, skipped = None, []
     for ep in tqdm(src.episodes(), desc=f"ingest {path}", unit="ep", disable=not progress):
-        frames, actions = _episode_arrays(ep, fps, resolution)
+        try:
+            frames, actions = _episode_arrays(ep, fps, resolution)
+            if len(frames) < min_frames:
+                raise IngestError(f"{ep.name} ({ep.file}): {len(frames)} frames, fewer than min_frames={min_frames}")
+        except IngestError as e:
+            if on_error == "fail":
+                raise
+            print(f"skipping {ep.name}: {e}")
+            skipped.append((ep.name, str(e)))
+            continue
         rate = fps or ep.fps or 10.0
         if writer is None:
             writer = ShardWriter(out, source=source, fps=rate, image_size=resolution,
@@ -58,5 +71,8 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
             writer.add(ep.name if len(spans) == 1 else f"{ep.name}#{k}", frames[a:b],
                        actions=None if actions is None else actions[a:b])
     if writer is None:
-        raise IngestError(f"{path}: the source yielded no episodes")
+        why = f" ({len(skipped)} skipped, e.g. {skipped[0][1]})" if skipped else ""
+        raise IngestError(f"{path}: the source yielded no usable episodes{why}")
+    for name, reason in skipped:
+        writer.skip(name, reason)
     return writer.close()

@@ -61,9 +61,10 @@ def _ingest(cfg) -> None:
     from robo_genie.datasets.ingest import ingest
     manifest = ingest(cfg.source, cfg.path, cfg.out, fps=cfg.fps, resolution=cfg.resolution,
                       episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, progress=cfg.progress,
-                      camera=cfg.camera)
+                      camera=cfg.camera, on_error=cfg.on_error, min_frames=cfg.min_frames)
     n = sum(e["length"] for e in manifest["episodes"])
-    print(f"wrote {len(manifest['episodes'])} episodes ({n} frames) to {cfg.out}")
+    skipped = f"; skipped {len(manifest['skipped'])} (listed in manifest.json)" if manifest["skipped"] else ""
+    print(f"wrote {len(manifest['episodes'])} episodes ({n} frames) to {cfg.out}{skipped}")
 
 
 def _export(cfg) -> None:

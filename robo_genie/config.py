@@ -163,6 +163,8 @@ class IngestJob:
     out: str = MISSING
     tokenize_with: str | None = None  # source=shards: the bundle whose tokenizer (and LAM) encode the frames
     camera: str | None = None       # source=lerobot: which video feature (default: the first)
+    on_error: str = "fail"            # fail: stop at a bad episode | skip: leave it out, listed in the manifest
+    min_frames: int = 1               # episodes shorter than this count as bad (e.g. the training clip length)
     device: str = "auto"
     fps: float | None = None       # resample to this rate; default: each file's own rate
     resolution: int = 64

@@ -61,3 +61,36 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["ingest", "source=video_folder", f"path={tmp_path / 'empty'}", f"out={tmp_path / 'o'}"])
     assert "no videos" in str(e.value.code) and "empty" in str(e.value.code)
+
+
+def test_on_error_skip_leaves_bad_episodes_out_and_lists_them(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    _write_mp4(src / "good.mp4", n=12)
+    _write_mp4(src / "short.mp4", n=3)
+    (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))      # not a video
+    with pytest.raises(IngestError, match="broken.mp4"):
+        ingest("video_folder", str(src), str(tmp_path / "strict"), resolution=32, progress=False)
+    main(["ingest", f"path={src}", f"out={tmp_path / 'out'}", "resolution=32", "on_error=skip", "min_frames=8",
+          "progress=false"])
+    manifest = FrameShards(tmp_path / "out").manifest
+    assert [e["name"] for e in manifest["episodes"]] == ["good.mp4"]
+    reasons = {s["name"]: s["reason"] for s in manifest["skipped"]}
+    assert set(reasons) == {"broken.mp4", "short.mp4"}
+    assert "broken.mp4" in reasons["broken.mp4"] and "min_frames=8" in reasons["short.mp4"]
+
+
+def test_on_error_skip_with_lerobot_goes_on_after_a_bad_episode(tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+    fixture = Path(__file__).parent / "fixtures" / "lerobot_v30_tiny"
+    broken = tmp_path / "lr"
+    shutil.copytree(fixture, broken)
+    info = json.loads((broken / "meta" / "info.json").read_text())
+    info["video_path"] = info["video_path"].replace("file-", "FILE-")      # metadata pointing at no video
+    (broken / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(IngestError, match="episode 0: video .*FILE-000.mp4 .* missing"):
+        ingest("lerobot", str(broken), str(tmp_path / "a"), progress=False)
+    with pytest.raises(IngestError, match=r"no usable episodes \(3 skipped"):
+        ingest("lerobot", str(broken), str(tmp_path / "b"), progress=False, on_error="skip")

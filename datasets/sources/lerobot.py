@@ -72,8 +72,14 @@ class LeRobotSource:
             actions = np.array([data["action"][i] for i in rows], np.float32) if "action" in data else None
             video = self._video_file(row)
             start = float(row[f"videos/{self.camera}/from_timestamp"])
-            frames = _frames_at(video, start + timestamps, tolerance=0.5 / self.fps, what=f"episode {e}")
-            yield RawEpisode(f"episode_{e:06d}", str(video), zip(timestamps.tolist(), frames), self.fps, actions)
+            # Decoded when the episode is read, so that a bad episode can be skipped (on_error=skip).
+            frames = _lazy_frames(video, start, timestamps, 0.5 / self.fps, f"episode {e}")
+            yield RawEpisode(f"episode_{e:06d}", str(video), frames, self.fps, actions)
+
+
+def _lazy_frames(video: Path, start: float, timestamps: np.ndarray, tolerance: float, what: str
+                 ) -> Iterator[tuple[float, np.ndarray]]:
+    yield from zip(timestamps.tolist(), _frames_at(video, start + timestamps, tolerance, what))
 
 
 def _frames_at(path: Path, times: np.ndarray, tolerance: float, what: str) -> list[np.ndarray]:

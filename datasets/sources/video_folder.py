@@ -41,7 +41,17 @@ class VideoFolderSource:
             if item.is_dir():
                 yield RawEpisode(name, str(item), _image_frames(item, self.image_fps), self.image_fps)
             else:
-                yield RawEpisode(name, str(item), _video_frames(item), _video_fps(item))
+                try:
+                    fps = _video_fps(item)
+                except IngestError as e:       # raised when the episode is read: on_error decides
+                    yield RawEpisode(name, str(item), _failing(e))
+                    continue
+                yield RawEpisode(name, str(item), _video_frames(item), fps)
+
+
+def _failing(error: IngestError) -> Iterator[tuple[float, np.ndarray]]:
+    raise error
+    yield  # unreachable: makes this a generator, so the error comes when the episode is read
 
 
 def _video_fps(path: Path) -> float | None:
