@@ -55,6 +55,14 @@ class ShardWriter:
         self._pending: list[tuple[str, dict[str, np.ndarray]]] = []
         self._pending_frames = 0
 
+    @classmethod
+    def resume(cls, out: str | Path, manifest: dict, shard_frames: int = 4096) -> ShardWriter:
+        """Append to a shard directory written earlier (new shards get new numbers)."""
+        writer = cls(out, source=manifest["source"], fps=manifest["fps"], image_size=manifest["image_size"],
+                     shard_frames=shard_frames, kind=manifest.get("kind", "frames"))
+        writer.manifest = manifest
+        return writer
+
     def add(self, name: str, frames: np.ndarray, actions: np.ndarray | None = None,
             labels: np.ndarray | None = None) -> None:
         size = self.manifest["image_size"]

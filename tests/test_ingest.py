@@ -94,3 +94,19 @@ def test_on_error_skip_with_lerobot_goes_on_after_a_bad_episode(tmp_path):
         ingest("lerobot", str(broken), str(tmp_path / "a"), progress=False)
     with pytest.raises(IngestError, match=r"no usable episodes \(3 skipped"):
         ingest("lerobot", str(broken), str(tmp_path / "b"), progress=False, on_error="skip")
+
+
+def test_a_rerun_into_the_same_out_reads_only_what_is_new(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    _write_mp4(src / "a.mp4", n=6)
+    _write_mp4(src / "b.mp4", n=7)
+    ingest("video_folder", str(src), str(tmp_path / "out"), resolution=32, shard_frames=1, progress=False)
+    first = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("shard_*.safetensors")}
+    _write_mp4(src / "c.mp4", n=8)                      # the recording session went on
+    m = ingest("video_folder", str(src), str(tmp_path / "out"), resolution=32, shard_frames=1, progress=False)
+    assert [(e["name"], e["length"]) for e in m["episodes"]] == [("a.mp4", 6), ("b.mp4", 7), ("c.mp4", 8)]
+    assert all((tmp_path / "out" / n).stat().st_mtime_ns == t for n, t in first.items())   # not rewritten
+    assert FrameShards(tmp_path / "out").read(2).shape == (8, 32, 32, 3)
+    with pytest.raises(IngestError, match="already holds shards from"):
+        ingest("video_folder", str(tmp_path), str(tmp_path / "out"), resolution=32, progress=False)
