@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from robo_genie.datasets.shards import MANIFEST, ShardWriter
+from robo_genie.datasets.shards import MANIFEST, ShardWriter, read_manifest
 from robo_genie.datasets.sources import SOURCES, IngestError, RawEpisode
 from robo_genie.datasets.transforms import center_crop_resize
 from tqdm import tqdm
@@ -39,19 +38,18 @@ def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int) -> tuple
     return np.stack([f for _, f in picked]), actions
 
 
-def _resume(out: str, source: str, path: str, shard_frames: int) -> tuple[ShardWriter | None, list, set[str]]:
+def _resume(out: str, source: str, path: str, shard_frames: int) -> tuple[ShardWriter | None, set[str]]:
     """A rerun into the same out= continues where the last run stopped: the episodes its manifest
     lists (shards are written whole and the manifest after each) are not read again."""
-    manifest_path = Path(out) / MANIFEST
-    if not manifest_path.is_file():
-        return None, [], set()
-    manifest = json.loads(manifest_path.read_text())
+    if not (Path(out) / MANIFEST).is_file():
+        return None, set()
+    manifest = read_manifest(out)
     if manifest.get("source") != source or manifest.get("extra", {}).get("input") != str(Path(path).resolve()):
         raise IngestError(f"{out} already holds shards from {manifest.get('extra', {}).get('input')} "
                           f"(source={manifest.get('source')}); choose a new out=")
     done = {e["name"] for e in manifest["episodes"]} | {s["name"] for s in manifest["skipped"]}
     print(f"resuming: {len(manifest['episodes'])} episodes already in {out}")
-    return ShardWriter.resume(out, manifest, shard_frames), [], done
+    return ShardWriter.resume(out, manifest, shard_frames), done
 
 
 def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolution: int = 64,
@@ -64,7 +62,8 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
     if on_error not in ("fail", "skip"):
         raise IngestError(f"on_error={on_error!r}: expected fail or skip")
     src = SOURCES[source](path, camera=camera) if camera else SOURCES[source](path)
-    writer, skipped, done = _resume(out, source, path, shard_frames)
+    writer, done = _resume(out, source, path, shard_frames)
+    skipped: list[tuple[str, str]] = []
     for ep in tqdm(src.episodes(), desc=f"ingest {path}", unit="ep", disable=not progress):
         if ep.name in done or f"{ep.name}#0" in done:
             continue                    # written (or skipped) by an earlier run into the same out=

@@ -24,7 +24,7 @@ from safetensors.numpy import save_file
 
 MANIFEST = "manifest.json"
 FORMAT = "robo_genie.frame_shards/1"
-KINDS = {"frames": "frames", "tokens": "tokens"}     # kind -> the per-step array every episode has
+KINDS = ("frames", "tokens")      # a kind is also the name of the per-step array every episode has
 
 
 class ShardError(ValueError):
@@ -48,7 +48,7 @@ class ShardWriter:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.shard_frames = shard_frames
-        self.main_key = KINDS[kind]
+        self.main_key = kind
         self.manifest = {"format": FORMAT, "kind": kind, "source": source, "fps": fps, "image_size": image_size,
                          "action_names": action_names, "label_names": label_names,
                          "extra": extra or {}, "episodes": [], "skipped": []}

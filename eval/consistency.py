@@ -82,10 +82,9 @@ def roll_out(world, prompts: np.ndarray, sequences: np.ndarray, batch: int = 64)
 def reidentify(lam, lam_window: int, videos: np.ndarray, sequences: np.ndarray, num_actions: int,
                device) -> dict:
     """The LAM's reading of every generated transition against the commanded code."""
-    s = videos.shape[0]
-    read = np.stack([
-        infer_actions_windowed(lam, torch.from_numpy(videos[i]).float().div(255).to(device), lam_window).cpu().numpy()
-        for i in range(s)])                                             # [S, P, L]
+    s, p = videos.shape[:2]
+    flat = torch.from_numpy(videos.reshape(s * p, *videos.shape[2:])).float().div(255).to(device)
+    read = infer_actions_windowed(lam, flat, lam_window).cpu().numpy().reshape(s, p, -1)   # [S, P, L]
     commanded = np.broadcast_to(sequences[:, None], read.shape)
     hit = read == commanded
     per_code = [float(hit[commanded == a].mean()) if (commanded == a).any() else None for a in range(num_actions)]
@@ -114,14 +113,14 @@ def motion_agreement(signatures: np.ndarray, groups: np.ndarray, n_permutations:
     labels = np.arange(s)
     same, different = means(np.repeat(labels, p))
     rng = np.random.default_rng(seed)
+    by_kind = [labels[groups == g] for g in np.unique(groups)]
     null = []
     for _ in range(n_permutations):
         # Under "motion does not depend on the sequence", the labels of one prompt's rollouts are
         # exchangeable among sequences of the same kind: shuffle them there.
         shuffled = np.empty((s, p), dtype=int)
         for j in range(p):
-            for g in np.unique(groups):
-                members = labels[groups == g]
+            for members in by_kind:
                 shuffled[members, j] = rng.permutation(members)
         a, b = means(shuffled.reshape(-1))
         null.append(a - b)

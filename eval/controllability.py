@@ -40,13 +40,20 @@ def rollout(world: World, first: torch.Tensor, actions: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def delta_t_psnr(world: World, clips: np.ndarray, t: int = 4, seed: int = 0) -> dict:
-    video = torch.from_numpy(clips).float().div(255).to(world.device)   # [N, t+1, H, W, 3]
-    inferred = infer_actions_windowed(world.lam, video, world.lam_window)  # [N, t]
+def inferred_and_random_rollouts(world: World, video: torch.Tensor, seed: int = 0
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """video [N, T+1, H, W, 3] float -> rollouts [N, T, H, W, 3] from its first frame under the
+    LAM's inferred actions and under uniformly random actions (seeded)."""
+    inferred = infer_actions_windowed(world.lam, video, world.lam_window)  # [N, T]
     g = torch.Generator().manual_seed(seed)
     random = torch.randint(0, world.num_actions, inferred.shape, generator=g).to(world.device)
-    gen_inferred = rollout(world, video[:, 0], inferred)
-    gen_random = rollout(world, video[:, 0], random)
+    return rollout(world, video[:, 0], inferred), rollout(world, video[:, 0], random)
+
+
+@torch.no_grad()
+def delta_t_psnr(world: World, clips: np.ndarray, t: int = 4, seed: int = 0) -> dict:
+    video = torch.from_numpy(clips).float().div(255).to(world.device)   # [N, t+1, H, W, 3]
+    gen_inferred, gen_random = inferred_and_random_rollouts(world, video, seed)
     p_inf = psnr(video[:, t], gen_inferred[:, t - 1])
     p_rand = psnr(video[:, t], gen_random[:, t - 1])
     delta = p_inf - p_rand
@@ -61,12 +68,8 @@ def fidelity_over_time(world: World, clips: np.ndarray, ts: list[int], seed: int
     """ΔtPSNR at several t, and PSNR / SSIM of the clips regenerated with the LAM-inferred actions
     at every step, from one rollout with inferred and one with random actions."""
     from robo_genie.eval.metrics import ssim
-    horizon = max(ts)
-    video = torch.from_numpy(clips[:, :horizon + 1]).float().div(255).to(world.device)
-    inferred = infer_actions_windowed(world.lam, video, world.lam_window)
-    g = torch.Generator().manual_seed(seed)
-    random = torch.randint(0, world.num_actions, inferred.shape, generator=g).to(world.device)
-    gen_inferred, gen_random = rollout(world, video[:, 0], inferred), rollout(world, video[:, 0], random)
+    video = torch.from_numpy(clips[:, :max(ts) + 1]).float().div(255).to(world.device)
+    gen_inferred, gen_random = inferred_and_random_rollouts(world, video, seed)
     truth = video[:, 1:]
     p_inf, p_rand = psnr(truth, gen_inferred), psnr(truth, gen_random)            # [N, horizon]
     return {

@@ -68,10 +68,10 @@ def run_consistency(cfg: DictConfig) -> dict:
             report["real_actions"].update(cons.direction_agreement(probe, signatures))
         clips = held_out_clips(cfg.prompts, max(cfg.ts) + 1, cfg.n_clips, cfg.seed)
         report["fidelity"] = fidelity_over_time(world, clips, list(cfg.ts), cfg.seed)
+    given = f"i3d_weights={cfg.i3d_weights} was given but cannot be used" if cfg.i3d_weights else \
+        "it would need I3D weights by path, which cannot be downloaded here"
     report["fvd"] = None
-    report["fvd_note"] = ("FVD is not computed: robo_genie has no I3D network yet"
-                          + (f" (i3d_weights={cfg.i3d_weights} was given but cannot be used)" if cfg.i3d_weights
-                             else "; it would need I3D weights by path, which cannot be downloaded here"))
+    report["fvd_note"] = f"FVD is not computed: robo_genie has no I3D network yet; {given}"
     (out / "consistency.json").write_text(json.dumps(report, indent=1))
     consistency_pictures(videos, names, out)
     write_html(out / "report.html", "Latent-action consistency", {k: v for k, v in report.items() if k != "sequences"},

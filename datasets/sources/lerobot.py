@@ -57,19 +57,23 @@ class LeRobotSource:
                                                           file_index=row[f"{key}/file_index"])
 
     def episodes(self) -> Iterator[RawEpisode]:
-        tables: dict[Path, dict] = {}
+        tables: dict[Path, dict[str, np.ndarray]] = {}     # a data file holds many episodes: read it once
         for row in self.episode_rows:
             e = row["episode_index"]
             data_file = self._data_file(row)
             if data_file not in tables:
                 if not data_file.is_file():
                     raise IngestError(f"episode {e}: {data_file} is listed in the metadata but missing")
-                tables[data_file] = pq.read_table(data_file).to_pydict()
+                columns = ["episode_index", "frame_index", "timestamp"]
+                columns += ["action"] if "action" in self.info["features"] else []
+                table = pq.read_table(data_file, columns=columns)
+                tables[data_file] = {c: np.asarray(table[c].to_pylist() if c == "action" else table[c].to_numpy())
+                                     for c in columns}
             data = tables[data_file]
-            rows = [i for i, ep in enumerate(data["episode_index"]) if ep == e]
-            rows.sort(key=lambda i: data["frame_index"][i])
-            timestamps = np.array([data["timestamp"][i] for i in rows], np.float64)
-            actions = np.array([data["action"][i] for i in rows], np.float32) if "action" in data else None
+            rows = np.flatnonzero(data["episode_index"] == e)
+            rows = rows[np.argsort(data["frame_index"][rows], kind="stable")]
+            timestamps = data["timestamp"][rows].astype(np.float64)
+            actions = data["action"][rows].astype(np.float32) if "action" in data else None
             video = self._video_file(row)
             start = float(row[f"videos/{self.camera}/from_timestamp"])
             # Decoded when the episode is read, so that a bad episode can be skipped (on_error=skip).

@@ -51,14 +51,15 @@ class DynamicsModel(nn.Module):
         tokens: frame t-1 of it feeds frame t when prev_frame_input). a_{t-1} is added to every
         token of frame t (at the input, and with action_every_block at every block's input)."""
         act = self._action_embedding(actions)
-        prev = torch.cat([torch.full_like(known[:, :1], self.mask_id), known[:, :-1]], dim=1)
+        prev = None
+        if self.prev_emb is not None:
+            prev = torch.cat([torch.full_like(known[:, :1], self.mask_id), known[:, :-1]], dim=1)
         return self.net(self._input(tokens, act, prev), kv=kv,
                         cond=act if self.cfg.action_every_block else None)
 
-    def logits(self, tokens: torch.Tensor, actions: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens [B, T, S] (mask_id where masked), actions [B, T-1] -> logits [B, T, S, V].
-        `known`: the clip's true tokens where `tokens` is masked (default: tokens itself)."""
-        return self.head(self._hidden(tokens, actions, tokens if known is None else known))
+    def logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T, S] (mask_id where masked), actions [B, T-1] -> logits [B, T, S, V]."""
+        return self.head(self._hidden(tokens, actions, tokens))
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict]:
         b, t, s = tokens.shape
