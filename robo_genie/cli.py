@@ -22,7 +22,11 @@ commands:
             robo-genie play bundle=RUN/bundle prompt=IMAGE actions=0,3,3,1 out=ROLLOUT.gif
   eval      robo-genie eval controllability bundle=RUN/bundle data.path=SHARDS out=DIR
             robo-genie eval consistency bundle=RUN/bundle prompts=SHARDS_OR_IMAGES out=DIR
-  sim       robo-genie sim generate episodes=N workers=W out=SHARDS
+  sim       MuJoCo scenes: scripted robot video, and the deformable-object probe of a world model
+            robo-genie sim generate scene=tabletop|cloth|rope|soft|rigid episodes=N workers=W out=SHARDS
+            robo-genie sim probe bundle=RUN/bundle scene=all|cloth|rope|soft|rigid episodes=N horizon=H out=DIR
+  bench     speed, as JSON with the hardware named
+            robo-genie bench sim scene=cloth episodes=16 workers=1,2 out=bench_sim.json
 
 `robo-genie COMMAND --help` prints that command's config with its defaults.
 """
@@ -106,18 +110,27 @@ def _eval(cfg) -> None:
 
 
 def _sim(cfg) -> None:
+    if cfg.what == "probe":
+        from robo_genie.sim.probe_job import run_probe
+        run_probe(cfg)
+        return
     if cfg.what != "generate":
-        raise SystemExit(f"robo-genie sim: unknown action {cfg.what!r}; available: generate")
-    if cfg.scene != "tabletop":
-        raise SystemExit(f"robo-genie sim: unknown scene {cfg.scene!r}; available: tabletop")
+        raise SystemExit(f"robo-genie sim: unknown action {cfg.what!r}; available: generate, probe")
     from robo_genie.sim.generate import generate
-    m = generate(cfg.out, cfg.episodes, cfg.episode_len, cfg.resolution, cfg.workers, cfg.seed, cfg.progress)
+    m = generate(cfg.out, cfg.episodes, cfg.episode_len, cfg.resolution, cfg.workers, cfg.seed, cfg.progress,
+                 scene=cfg.scene or "tabletop", cameras=list(cfg.cameras))
     print(f"wrote {len(m['episodes'])} episodes to {cfg.out}")
+
+
+def _bench(cfg) -> None:
+    from robo_genie.bench import run_bench
+    run_bench(cfg)
 
 
 COMMANDS: dict[str, tuple[str, Callable]] = {
     "demo": ("demo", _demo), "ingest": ("ingest", _ingest), "export": ("export", _export), "train": ("train", _train),
     "play": ("play", _play), "eval": ("eval", _eval), "sim": ("sim", _sim),
+    "bench": ("bench", _bench),
 }
 
 

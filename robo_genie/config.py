@@ -222,16 +222,37 @@ class EvalJob:
 
 
 @dataclass
-class SimGenerateJob:
-    what: str = "generate"
-    scene: str = "tabletop"
+class SimJob:
+    what: str = "generate"            # generate | probe
+    scene: str | None = None          # generate: tabletop (default), cloth, rope, soft, rigid; probe: all (default) or one
     episodes: int = 64
     episode_len: int = 32
     resolution: int = 64
+    cameras: list[str] = field(default_factory=lambda: ["front"])   # arm scenes: front, side, top
     workers: int = 1
     seed: int = 0
     out: str = MISSING
     progress: bool = True
+    # probe only
+    bundle: str | None = None
+    horizon: int = 16                 # steps compared with physics after the prompt frame
+    start: int = 0                    # the prompt is this frame of the physics episode
+    compare_rigid: bool = True        # also probe each deformable's rigid counterpart (the gap)
+    counterfactual_episodes: int = 4  # start states probed with two behaviours each (0: off)
+    maskgit_steps: int | None = None  # None: the model's default (25)
+    device: str = "auto"
+
+
+@dataclass
+class BenchJob:
+    what: str = "sim"                 # sim (more to come: data, train)
+    scene: str = "cloth"
+    episodes: int = 16
+    episode_len: int = 32
+    resolution: int = 64
+    workers: list[int] = field(default_factory=lambda: [1, 2])
+    repeats: int = 3
+    out: str = "bench_sim.json"
 
 
 @dataclass
@@ -269,5 +290,6 @@ def register_configs() -> None:
     cs.store(name="export", node=ExportJob)
     cs.store(name="play", node=PlayJob)
     cs.store(name="eval", node=EvalJob)
-    cs.store(name="sim", node=SimGenerateJob)
+    cs.store(name="sim", node=SimJob)
     cs.store(name="demo", node=DemoJob)
+    cs.store(name="bench", node=BenchJob)

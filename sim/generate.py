@@ -1,4 +1,10 @@
-"""Render scripted tabletop episodes into frame shards, in parallel worker processes."""
+"""Render scripted episodes into frame shards, in parallel worker processes.
+
+Scenes: `tabletop` (the demo's mocap gripper and direction primitives), the arm scenes of
+`robo_genie.sim.scenes` (cloth, rope, soft, rigid) with scripted behaviours, robot state and
+segmentation, and `mix` (the four arm scenes in turn). A rerun into the same `out=` with the same settings continues where the last one
+stopped (shards are whole files and the manifest is rewritten after each).
+"""
 
 from __future__ import annotations
 
@@ -7,46 +13,94 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from robo_genie.datasets.shards import ShardWriter
-from robo_genie.sim import tabletop
+import numpy as np
+from robo_genie.datasets.shards import MANIFEST, ShardError, ShardWriter, read_manifest
+from robo_genie.sim import tabletop, teleop
+from robo_genie.sim.scenes import SCENES
 from tqdm import tqdm
 
-_sim = None
+ALL_SCENES = ("tabletop", *SCENES, "mix")      # mix: episode i is arm scene SCENES[i % 4]
+_sims: dict = {}
 
 
-def _worker_episode(args: tuple[int, int, int]):
-    global _sim
-    seed, length, resolution = args
-    if _sim is None:                      # one scene + GL context per worker process
-        _sim = tabletop.TabletopSim(resolution)
-    return seed, _sim.episode(seed, length)
+def _simulator(scene: str, resolution: int, cameras: tuple[str, ...]):
+    key = (scene, resolution, cameras)
+    if key not in _sims:                  # one scene + GL context per worker process
+        _sims[key] = (tabletop.TabletopSim(resolution) if scene == "tabletop"
+                      else teleop.ArmSim(scene, resolution, cameras))
+    return _sims[key]
+
+
+def render_episode(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
+    """One episode as the named per-step arrays a shard stores."""
+    scene, seed, length, resolution, cameras = args
+    sim = _simulator(scene, resolution, cameras)
+    ep = sim.episode(seed, length)
+    arrays = {"frames": ep.frames, "actions": ep.actions, "labels": ep.labels}
+    if scene != "tabletop":
+        arrays |= {"states": ep.states, "objects": ep.objects, "segmentation": ep.segmentation}
+        arrays |= {f"frames_{cam}": v for cam, v in ep.views.items()}
+    return seed, arrays
+
+
+def _spec(scene: str, seed: int, cameras: tuple[str, ...]) -> dict:
+    if scene == "tabletop":
+        return {"action_names": list(tabletop.ACTION_NAMES), "label_names": list(tabletop.PRIMITIVES),
+                "extra": {"scene": "tabletop", "seed": seed}, "fps": tabletop.FPS}
+    return {"action_names": list(teleop.ACTION_NAMES), "label_names": list(teleop.BEHAVIOURS),
+            "fps": teleop.FPS,
+            "extra": {"scene": scene, "seed": seed, "cameras": list(cameras),
+                      "state_names": list(teleop.STATE_NAMES), "object_names": list(teleop.OBJECT_NAMES),
+                      "segmentation_names": list(teleop.SEGMENT_NAMES)}}
+
+
+def _open_writer(out: Path, scene: str, resolution: int, seed: int, cameras: tuple[str, ...]):
+    spec = _spec(scene, seed, cameras)
+    if (out / MANIFEST).is_file():
+        manifest = read_manifest(out)
+        if manifest.get("extra") != spec["extra"] or manifest.get("image_size") != resolution:
+            raise ShardError(f"{out} holds episodes generated with other settings "
+                             f"({manifest.get('extra')}, {manifest.get('image_size')} px); choose a new out=")
+        return ShardWriter.resume(out, manifest), {e["name"] for e in manifest["episodes"]}
+    return ShardWriter(out, source=f"mujoco_{scene}", image_size=resolution, **spec), set()
 
 
 def generate(out: str | Path, episodes: int, episode_len: int = 32, resolution: int = 64,
-             workers: int = 1, seed: int = 0, progress: bool = True) -> dict:
-    """Write `episodes` episodes (seeds seed*100003 + i) to a shard directory at `out`."""
-    jobs = [(seed * 100_003 + i, episode_len, resolution) for i in range(episodes)]
-    writer = ShardWriter(out, source="mujoco_tabletop", fps=tabletop.FPS, image_size=resolution,
-                         action_names=list(tabletop.ACTION_NAMES), label_names=list(tabletop.PRIMITIVES),
-                         extra={"scene": "tabletop", "seed": seed})
-    bar = tqdm(total=episodes, desc=f"sim -> {out}", unit="ep", disable=not progress)
-    if workers > 1:
-        # A fresh process per worker (GL contexts do not fork). Unlike multiprocessing.Pool, the
-        # executor fails when a worker dies instead of starting new ones forever.
-        try:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                for s, ep in pool.map(_worker_episode, jobs, chunksize=4):
-                    writer.add(f"ep{s}", ep.frames, ep.actions, ep.labels)
-                    bar.update()
-        except BrokenProcessPool as e:
-            raise RuntimeError(
-                "a simulation worker process died. If generate() is called from a script, put the call "
-                "under `if __name__ == \"__main__\":` (workers are spawned and import the script "
-                "again); otherwise run with workers=1 to see the error.") from e
-    else:
-        for job in jobs:
-            s, ep = _worker_episode(job)
-            writer.add(f"ep{s}", ep.frames, ep.actions, ep.labels)
-            bar.update()
-    bar.close()
-    return writer.close()
+             workers: int = 1, seed: int = 0, progress: bool = True, scene: str = "tabletop",
+             cameras: tuple[str, ...] | list[str] = ("front",)) -> dict:
+    """Write `episodes` episodes (seeds seed*100003 + i) of `scene` to a shard directory at `out`."""
+    if scene not in ALL_SCENES:
+        raise ValueError(f"unknown scene {scene!r}; available: {', '.join(ALL_SCENES)}")
+    cameras = tuple(cameras)
+    if scene == "tabletop" and cameras != ("front",):
+        raise ValueError("the tabletop scene has one camera (front); the arm scenes have front, side, top")
+    out = Path(out)
+    writer, done = _open_writer(out, scene, resolution, seed, cameras)
+    jobs = [(SCENES[i % len(SCENES)] if scene == "mix" else scene, seed * 100_003 + i, episode_len, resolution,
+             cameras) for i in range(episodes)]
+    jobs = [j for j in jobs if f"ep{j[1]}" not in done]
+    bar = tqdm(total=episodes, initial=episodes - len(jobs), desc=f"sim {scene} -> {out}", unit="ep",
+               disable=not progress)
+    try:
+        if workers > 1 and jobs:
+            # A fresh process per worker (GL contexts do not fork). Unlike multiprocessing.Pool, the
+            # executor fails when a worker dies instead of starting new ones forever.
+            try:
+                with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                    for s, arrays in pool.map(render_episode, jobs, chunksize=2):
+                        writer.add_arrays(f"ep{s}", arrays)
+                        bar.update()
+            except BrokenProcessPool as e:
+                raise RuntimeError(
+                    "a simulation worker process died. If generate() is called from a script, put the call "
+                    "under `if __name__ == \"__main__\":` (workers are spawned and import the script "
+                    "again); otherwise run with workers=1 to see the error.") from e
+        else:
+            for job in jobs:
+                s, arrays = render_episode(job)
+                writer.add_arrays(f"ep{s}", arrays)
+                bar.update()
+    finally:                              # what was rendered before an interruption is kept
+        bar.close()
+        manifest = writer.close()
+    return manifest
