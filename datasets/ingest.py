@@ -38,13 +38,18 @@ def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int) -> tuple
     return np.stack([f for _, f in picked]), actions
 
 
+def _input_id(path: str) -> str:
+    """How the manifest names the input: a URL as given, a local path resolved."""
+    return path if "://" in str(path) else str(Path(path).resolve())
+
+
 def _resume(out: str, source: str, path: str, shard_frames: int) -> tuple[ShardWriter | None, set[str]]:
     """A rerun into the same out= continues where the last run stopped: the episodes its manifest
     lists (shards are written whole and the manifest after each) are not read again."""
     if not (Path(out) / MANIFEST).is_file():
         return None, set()
     manifest = read_manifest(out)
-    if manifest.get("source") != source or manifest.get("extra", {}).get("input") != str(Path(path).resolve()):
+    if manifest.get("source") != source or manifest.get("extra", {}).get("input") != _input_id(path):
         raise IngestError(f"{out} already holds shards from {manifest.get('extra', {}).get('input')} "
                           f"(source={manifest.get('source')}); choose a new out=")
     done = {e["name"] for e in manifest["episodes"]} | {s["name"] for s in manifest["skipped"]}
@@ -54,42 +59,58 @@ def _resume(out: str, source: str, path: str, shard_frames: int) -> tuple[ShardW
 
 def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolution: int = 64,
            episode_frames: int = 0, shard_frames: int = 4096, progress: bool = True,
-           camera: str | None = None, on_error: str = "fail", min_frames: int = 1) -> dict:
+           camera: str | None = None, on_error: str = "fail", min_frames: int = 1,
+           source_options: dict | None = None) -> dict:
     """on_error=fail stops at the first bad episode (what was written stays valid); on_error=skip
-    leaves it out and lists it, with the reason, under "skipped" in the manifest."""
+    leaves it out and lists it, with the reason, under "skipped" in the manifest. `source_options`
+    go to the source's constructor (e.g. split=, fps= for rlds)."""
     if source not in SOURCES:
         raise IngestError(f"source={source!r} is not known; available: {', '.join(sorted(SOURCES))}")
     if on_error not in ("fail", "skip"):
         raise IngestError(f"on_error={on_error!r}: expected fail or skip")
-    src = SOURCES[source](path, camera=camera) if camera else SOURCES[source](path)
+    options = dict(source_options or {}) | ({"camera": camera} if camera else {})
+    src = SOURCES[source](path, **options)
     writer, done = _resume(out, source, path, shard_frames)
     skipped: list[tuple[str, str]] = []
-    for ep in tqdm(src.episodes(), desc=f"ingest {path}", unit="ep", disable=not progress):
-        if ep.name in done or f"{ep.name}#0" in done:
-            continue                    # written (or skipped) by an earlier run into the same out=
-        try:
-            frames, actions = _episode_arrays(ep, fps, resolution)
-            if len(frames) < min_frames:
-                raise IngestError(f"{ep.name} ({ep.file}): {len(frames)} frames, fewer than min_frames={min_frames}")
-        except IngestError as e:
-            if on_error == "fail":
-                raise
-            print(f"skipping {ep.name}: {e}")
-            skipped.append((ep.name, str(e)))
-            continue
-        rate = fps or ep.fps or 10.0
-        if writer is None:
-            writer = ShardWriter(out, source=source, fps=rate, image_size=resolution,
-                                 shard_frames=shard_frames, extra={"input": str(Path(path).resolve())},
-                                 action_names=getattr(src, "action_names", None))
-        spans = [(0, len(frames))] if episode_frames <= 0 else \
-            [(i, min(i + episode_frames, len(frames))) for i in range(0, len(frames), episode_frames)]
-        for k, (a, b) in enumerate(spans):
-            writer.add(ep.name if len(spans) == 1 else f"{ep.name}#{k}", frames[a:b],
-                       actions=None if actions is None else actions[a:b])
+    try:
+        for ep in tqdm(src.episodes(), desc=f"ingest {path}", unit="ep", disable=not progress):
+            if ep.name in done or f"{ep.name}#0" in done:
+                continue                    # written (or skipped) by an earlier run into the same out=
+            try:
+                frames, actions = _episode_arrays(ep, fps, resolution)
+                if len(frames) < min_frames:
+                    raise IngestError(f"{ep.name} ({ep.file}): {len(frames)} frames, fewer than min_frames={min_frames}")
+            except IngestError as e:
+                if on_error == "fail":
+                    raise
+                print(f"skipping {ep.name}: {e}")
+                skipped.append((ep.name, str(e)))
+                continue
+            rate = fps or ep.fps or 10.0
+            if writer is None:
+                writer = ShardWriter(out, source=source, fps=rate, image_size=resolution,
+                                     shard_frames=shard_frames, extra={"input": _input_id(path)},
+                                     action_names=getattr(src, "action_names", None))
+            spans = [(0, len(frames))] if episode_frames <= 0 else \
+                [(i, min(i + episode_frames, len(frames))) for i in range(0, len(frames), episode_frames)]
+            for k, (a, b) in enumerate(spans):
+                writer.add(ep.name if len(spans) == 1 else f"{ep.name}#{k}", frames[a:b],
+                           actions=None if actions is None else actions[a:b])
+    except BaseException:
+        if writer is not None:        # an error or Ctrl-C: keep the whole episodes read so far
+            for name, reason in skipped:
+                writer.skip(name, reason)
+            writer.close()
+        raise
     if writer is None:
         why = f" ({len(skipped)} skipped, e.g. {skipped[0][1]})" if skipped else ""
         raise IngestError(f"{path}: the source yielded no usable episodes{why}")
     for name, reason in skipped:
         writer.skip(name, reason)
     return writer.close()
+
+
+def summary(manifest: dict, out: str | Path) -> str:
+    n = sum(e["length"] for e in manifest["episodes"])
+    skipped = f"; skipped {len(manifest['skipped'])} (listed in manifest.json)" if manifest["skipped"] else ""
+    return f"wrote {len(manifest['episodes'])} episodes ({n} frames) to {out}{skipped}"

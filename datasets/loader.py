@@ -6,6 +6,7 @@ stopped at: the sampler is rebuilt with `start = step * batch_size`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,9 +55,70 @@ class ResumableSampler(Sampler[int]):
             epoch, pos = epoch + 1, 0
 
 
-def clip_loader(dataset: ClipDataset, batch_size: int, seed: int, start_batch: int = 0,
+MIXTURE_FILE = "mixture.json"
+
+
+def is_mixture(root: str | Path) -> bool:
+    return (Path(root) / MIXTURE_FILE).is_file()
+
+
+class MixtureClipDataset(Dataset):
+    """Several shard folders (a `mixture.json`: member folders and sampling weights, written by
+    `robo-genie ingest source=rlds mixture=...`) read as one: index i runs through the members' windows
+    one after the other; WeightedResumableSampler draws members by weight."""
+
+    def __init__(self, root: str | Path, clip_len: int):
+        root = Path(root)
+        spec = json.loads((root / MIXTURE_FILE).read_text())
+        members = spec.get("members") or []
+        if not members or any(m.get("weight", 0) <= 0 for m in members):
+            raise ShardError(f"{root / MIXTURE_FILE}: needs members with positive weights, got {members}")
+        self.parts = [ClipDataset(root / m["path"], clip_len) for m in members]
+        kinds = {p.shards.kind for p in self.parts}
+        if len(kinds) != 1:
+            raise ShardError(f"{root / MIXTURE_FILE}: members mix shard kinds {sorted(kinds)}")
+        self.weights = np.array([m["weight"] for m in members], float)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        part = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.parts[part][i - int(self.offsets[part])]
+
+
+class WeightedResumableSampler(Sampler[int]):
+    """An endless stream of windows: member by weight, then a uniform window within it. Position p
+    of epoch k (epochs as long as the dataset) depends only on (seed, k, p), so resuming is exact."""
+
+    def __init__(self, offsets: np.ndarray, weights: np.ndarray, seed: int, start: int = 0):
+        self.offsets, self.seed, self.start = offsets, seed, start
+        self.weights = torch.tensor(weights / weights.sum())
+        self.n = int(offsets[-1])
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, pos = divmod(self.start, self.n)
+        sizes = torch.tensor(np.diff(self.offsets))
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            part = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+            local = (torch.rand(self.n, generator=g, dtype=torch.float64) * sizes[part]).long()
+            yield from (torch.tensor(self.offsets)[part] + local)[pos:].tolist()
+            epoch, pos = epoch + 1, 0
+
+
+def open_clips(root: str | Path, clip_len: int) -> ClipDataset | MixtureClipDataset:
+    """A shard folder, or a mixture of them."""
+    return MixtureClipDataset(root, clip_len) if is_mixture(root) else ClipDataset(root, clip_len)
+
+
+def clip_loader(dataset: ClipDataset | MixtureClipDataset, batch_size: int, seed: int, start_batch: int = 0,
                 num_workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    sampler = ResumableSampler(len(dataset), seed, start_batch * batch_size)
+    if isinstance(dataset, MixtureClipDataset):
+        sampler = WeightedResumableSampler(dataset.offsets, dataset.weights, seed, start_batch * batch_size)
+    else:
+        sampler = ResumableSampler(len(dataset), seed, start_batch * batch_size)
     # Its own generator: a DataLoader otherwise draws a worker seed from the global RNG when it
     # starts, which would shift the training RNG stream of a resumed run.
     return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,

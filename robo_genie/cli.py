@@ -54,6 +54,12 @@ def _demo(cfg) -> None:
 
 
 def _ingest(cfg) -> None:
+    if cfg.source == "rlds" and (cfg.dataset or cfg.mixture):
+        from robo_genie.datasets.ingest_rlds import ingest_known
+        ingest_known(cfg)
+        return
+    if not cfg.path:
+        raise SystemExit(f"robo-genie ingest source={cfg.source}: give path=INPUT")
     if cfg.source == "shards":
         if not cfg.tokenize_with:
             raise SystemExit("robo-genie ingest source=shards: give tokenize_with=BUNDLE (the bundle whose "
@@ -62,13 +68,13 @@ def _ingest(cfg) -> None:
         manifest = pretokenize(cfg.path, cfg.tokenize_with, cfg.out, device=cfg.device, progress=cfg.progress)
         print(f"wrote tokens of {len(manifest['episodes'])} episodes to {cfg.out}")
         return
-    from robo_genie.datasets.ingest import ingest
+    from robo_genie.datasets.ingest import ingest, summary
+    options = {"split": cfg.split} if cfg.source == "rlds" else {}
     manifest = ingest(cfg.source, cfg.path, cfg.out, fps=cfg.fps, resolution=cfg.resolution,
                       episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, progress=cfg.progress,
-                      camera=cfg.camera, on_error=cfg.on_error, min_frames=cfg.min_frames)
-    n = sum(e["length"] for e in manifest["episodes"])
-    skipped = f"; skipped {len(manifest['skipped'])} (listed in manifest.json)" if manifest["skipped"] else ""
-    print(f"wrote {len(manifest['episodes'])} episodes ({n} frames) to {cfg.out}{skipped}")
+                      camera=cfg.image_key if cfg.source == "rlds" else cfg.camera, on_error=cfg.on_error,
+                      min_frames=cfg.min_frames, source_options=options)
+    print(summary(manifest, cfg.out))
 
 
 def _export(cfg) -> None:

@@ -158,9 +158,13 @@ class TrainJob:
 
 @dataclass
 class IngestJob:
-    source: str = "video_folder"      # video_folder | lerobot | shards (pre-tokenise frame shards)
-    path: str = MISSING
+    source: str = "video_folder"      # video_folder | lerobot | rlds | shards (pre-tokenise frame shards)
+    path: str | None = None           # input folder / dataset root / RLDS directory or gs:// path
     out: str = MISSING
+    dataset: str | None = None        # source=rlds: a known dataset (rt1, bridge, ...: datasets/oxe.py)
+    mixture: str | None = None        # source=rlds: a known mixture; each member goes to OUT/<name>
+    image_key: str | None = None      # source=rlds: camera feature (default observation/image)
+    split: str = "train"              # source=rlds: which split
     tokenize_with: str | None = None  # source=shards: the bundle whose tokenizer (and LAM) encode the frames
     camera: str | None = None       # source=lerobot: which video feature (default: the first)
     on_error: str = "fail"            # fail: stop at a bad episode | skip: leave it out, listed in the manifest

@@ -6,8 +6,9 @@ it in SOURCES.
 
 from robo_genie.datasets.sources.base import IngestError, RawEpisode, Source
 from robo_genie.datasets.sources.lerobot import LeRobotSource
+from robo_genie.datasets.sources.rlds import RLDSSource
 from robo_genie.datasets.sources.video_folder import VideoFolderSource
 
-SOURCES: dict[str, type] = {"video_folder": VideoFolderSource, "lerobot": LeRobotSource}
+SOURCES: dict[str, type] = {"video_folder": VideoFolderSource, "lerobot": LeRobotSource, "rlds": RLDSSource}
 
-__all__ = ["SOURCES", "IngestError", "LeRobotSource", "RawEpisode", "Source", "VideoFolderSource"]
+__all__ = ["SOURCES", "IngestError", "LeRobotSource", "RLDSSource", "RawEpisode", "Source", "VideoFolderSource"]

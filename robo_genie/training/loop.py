@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from robo_genie.config import StageTrainConfig
-from robo_genie.datasets.loader import ClipDataset, clip_loader
+from robo_genie.datasets.loader import clip_loader, open_clips
 from robo_genie.models.lam import infer_actions_windowed
 from robo_genie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from robo_genie.training.optim import lr_at, make_optimizer, set_lr
@@ -98,11 +98,24 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def _summary_writer_class():
+    """torch's SummaryWriter, kept off TensorFlow. TensorBoard imports TensorFlow when it is installed
+    (the [rlds] extra installs it), and loading TensorFlow into a training process that already holds
+    torch, PyAV and pyarrow segfaulted here. Scalars need none of it: the module below is TensorBoard's
+    own switch for its built-in TensorFlow stub (tensorboard/compat/__init__.py)."""
+    import sys
+    import types
+
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter
+
+
 def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: str | Path,
           run_dir: str | Path, *, name: str, device: torch.device, seed: int = 0,
           progress: bool = True, num_workers: int = 0, halt_at_step: int | None = None) -> TrainResult:
     """Train `model` for cfg.steps steps, resuming from run_dir/checkpoints/name if present."""
-    from torch.utils.tensorboard import SummaryWriter
+    SummaryWriter = _summary_writer_class()
 
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints" / name
@@ -114,7 +127,7 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
         step = load_checkpoint(ckpt, model, optimizer)
         model.to(device)
         print(f"[{name}] resuming from {ckpt} (step {step}/{cfg.steps})")
-    dataset = ClipDataset(data_path, cfg.clip_len)
+    dataset = open_clips(data_path, cfg.clip_len)
     batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step, num_workers=num_workers)
     writer = SummaryWriter(str(run_dir / "tensorboard" / name))
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

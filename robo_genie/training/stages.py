@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from robo_genie import bundle as bundle_io
 from robo_genie.config import StageTrainConfig
+from robo_genie.datasets.loader import is_mixture
 from robo_genie.datasets.pretokenize import check_token_shards
 from robo_genie.datasets.pretokenize import pretokenize as pretokenize_shards
 from robo_genie.datasets.shards import FrameShards, ShardError
@@ -50,7 +51,10 @@ def _frozen_part(part: str, run_bundle: Path, init_from: str | None, device, mod
 def _dynamics_data(data_path: str, run_dir: Path, tok_bundle: Path, lam_bundle: Path, pretokenize: bool,
                    device, progress: bool) -> str:
     """What the dynamics stage reads: given token shards (checked against the frozen parts), or
-    frame shards pre-tokenised once into RUN/tokens (pretokenize=true), or frame shards as they are."""
+    frame shards pre-tokenised once into RUN/tokens (pretokenize=true), or frame shards as they are
+    (always for a mixture of shard folders: its members are encoded batch by batch)."""
+    if is_mixture(data_path):
+        return data_path
     if FrameShards(data_path).kind == "tokens":
         if tok_bundle != lam_bundle:
             raise ValueError("token shards need the tokenizer and LAM from one bundle")

@@ -1,0 +1,92 @@
+"""source=rlds on a tiny dataset with RT-1's exact feature spec, written by tfds with the bucket's
+on-disk layout and read through the same `builder_from_directory` path a gs:// URL takes."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+# TensorFlow itself only ever loads in subprocesses (see rlds_fixture.py); here we only ask whether
+# it is installed. CI installs the [rlds] extra and sets ROBO_GENIE_REQUIRE_RLDS, so there these
+# tests cannot be skipped.
+if importlib.util.find_spec("tensorflow_datasets") is None:
+    if os.environ.get("ROBO_GENIE_REQUIRE_RLDS"):
+        raise ImportError('ROBO_GENIE_REQUIRE_RLDS is set but tensorflow-datasets is missing: pip install -e ".[rlds]"')
+    pytest.skip('the [rlds] extra is not installed: pip install -e ".[rlds]"', allow_module_level=True)
+
+from rlds_fixture import action, frame, make_rt1_like
+from robo_genie.datasets.ingest import ingest
+from robo_genie.datasets.shards import FrameShards
+from robo_genie.datasets.sources import IngestError
+from robo_genie.datasets.transforms import center_crop_resize
+
+from robo_genie.cli import main
+
+RT1_ACTION_FIELDS = {"base_displacement_vector": 2, "base_displacement_vertical_rotation": 1,
+                     "gripper_closedness_action": 1, "rotation_delta": 3, "terminate_episode": 3, "world_vector": 3}
+
+
+@pytest.fixture(scope="module")
+def rt1(tmp_path_factory):
+    return make_rt1_like(tmp_path_factory.mktemp("rlds") / "data", episodes=3, steps=5)
+
+
+@pytest.fixture(scope="module")
+def rt1_corrupt(tmp_path_factory):
+    return make_rt1_like(tmp_path_factory.mktemp("rlds_bad") / "data", episodes=3, steps=5, corrupt=(1, 2), short=2)
+
+
+def test_rt1_episodes_become_shards_with_frames_actions_and_rate(rt1, tmp_path):
+    m = ingest("rlds", str(rt1), str(tmp_path / "out"), resolution=32, progress=False)
+    assert [e["length"] for e in m["episodes"]] == [5, 5, 5]
+    assert m["fps"] == 3.0                              # RT-1's rate, from datasets/oxe.py
+    names = m["action_names"]
+    assert len(names) == sum(RT1_ACTION_FIELDS.values()) and "world_vector.2" in names
+    shards = FrameShards(tmp_path / "out")
+    for e in range(3):
+        frames, actions = shards.read(e), shards.read(e, key="actions")
+        for t in range(5):
+            want = center_crop_resize(frame(e, t), 32).astype(int)
+            assert np.abs(frames[t].astype(int) - want).mean() < 4        # JPEG + resize tolerance
+            a = action(e, t)
+            for k, n in RT1_ACTION_FIELDS.items():
+                for i in range(n):
+                    assert actions[t, names.index(f"{k}.{i}")] == pytest.approx(float(a[k][i]))
+
+
+def test_a_corrupt_jpeg_names_the_episode_step_and_file_and_skip_keeps_the_rest(rt1_corrupt, tmp_path):
+    with pytest.raises(IngestError, match=r"train_000001 step 2 \(.*fractal20220817_data-train\.tfrecord-00000"):
+        ingest("rlds", str(rt1_corrupt), str(tmp_path / "fail"), resolution=32, progress=False)
+    # what was written before the failure is a valid shard directory
+    assert [e["name"] for e in FrameShards(tmp_path / "fail").episodes] == ["train_000000"]
+    m = ingest("rlds", str(rt1_corrupt), str(tmp_path / "skip"), resolution=32, progress=False, on_error="skip",
+               min_frames=2)
+    assert [e["name"] for e in m["episodes"]] == ["train_000000"]
+    reasons = {s["name"]: s["reason"] for s in m["skipped"]}
+    assert "cannot be decoded" in reasons["train_000001"]
+    assert "fewer than min_frames=2" in reasons["train_000002"]     # the one-step episode
+
+
+def test_a_missing_camera_key_lists_the_images_there_are(rt1, tmp_path):
+    with pytest.raises(IngestError, match="no image feature 'observation/wrist_image'.*observation/image"):
+        ingest("rlds", str(rt1), str(tmp_path / "x"), camera="observation/wrist_image", progress=False)
+    with pytest.raises(IngestError, match="not a TFDS/RLDS dataset directory"):
+        ingest("rlds", str(tmp_path), str(tmp_path / "y"), progress=False)
+
+
+def test_cli_known_dataset_and_mixture_read_a_local_mirror(rt1, tmp_path):
+    out = tmp_path / "rt1"
+    main(["ingest", "source=rlds", "dataset=rt1", f"path={rt1}", f"out={out}", "resolution=32", "progress=false"])
+    assert len(FrameShards(out).episodes) == 3
+    # a mixture reads each member at MIRROR/<name>/<version>, writes it to OUT/<name>, and the weights
+    mirror = rt1.parent.parent
+    mix = tmp_path / "mix"
+    main(["ingest", "source=rlds", "mixture=rt1_only", f"path={mirror}", f"out={mix}", "resolution=32",
+          "progress=false"])
+    spec = json.loads((mix / "mixture.json").read_text())
+    assert spec["members"] == [{"path": "fractal20220817_data", "weight": 1.0}]
+    assert len(FrameShards(mix / "fractal20220817_data").episodes) == 3
+    with pytest.raises(SystemExit, match="unknown mixture"):
+        main(["ingest", "source=rlds", "mixture=everything", f"out={tmp_path / 'z'}"])
