@@ -38,6 +38,10 @@ def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int) -> tuple
     return np.stack([f for _, f in picked]), actions
 
 
+class NoEpisodesError(IngestError):
+    """Nothing usable came out of the source (or out of this slice of it)."""
+
+
 def _input_id(path: str) -> str:
     """How the manifest names the input: a URL as given, a local path resolved."""
     return path if "://" in str(path) else str(Path(path).resolve())
@@ -60,10 +64,13 @@ def _resume(out: str, source: str, path: str, shard_frames: int) -> tuple[ShardW
 def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolution: int = 64,
            episode_frames: int = 0, shard_frames: int = 4096, progress: bool = True,
            camera: str | None = None, on_error: str = "fail", min_frames: int = 1,
-           source_options: dict | None = None) -> dict:
+           source_options: dict | None = None, num_shards: int = 1, shard_index: int = 0) -> dict:
     """on_error=fail stops at the first bad episode (what was written stays valid); on_error=skip
     leaves it out and lists it, with the reason, under "skipped" in the manifest. `source_options`
-    go to the source's constructor (e.g. split=, fps= for rlds)."""
+    go to the source's constructor (e.g. split=, fps= for rlds). With num_shards > 1 only the
+    episodes i with i % num_shards == shard_index (in the source's order) are read."""
+    if not 0 <= shard_index < num_shards:
+        raise IngestError(f"shard_index={shard_index} must be in [0, num_shards={num_shards})")
     if source not in SOURCES:
         raise IngestError(f"source={source!r} is not known; available: {', '.join(sorted(SOURCES))}")
     if on_error not in ("fail", "skip"):
@@ -73,7 +80,9 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
     writer, done = _resume(out, source, path, shard_frames)
     skipped: list[tuple[str, str]] = []
     try:
-        for ep in tqdm(src.episodes(), desc=f"ingest {path}", unit="ep", disable=not progress):
+        for i, ep in enumerate(tqdm(src.episodes(), desc=f"ingest {path}", unit="ep", disable=not progress)):
+            if i % num_shards != shard_index:
+                continue                    # another slice's episode (its frames are never decoded)
             if ep.name in done or f"{ep.name}#0" in done:
                 continue                    # written (or skipped) by an earlier run into the same out=
             try:
@@ -104,7 +113,7 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
         raise
     if writer is None:
         why = f" ({len(skipped)} skipped, e.g. {skipped[0][1]})" if skipped else ""
-        raise IngestError(f"{path}: the source yielded no usable episodes{why}")
+        raise NoEpisodesError(f"{path}: the source yielded no usable episodes{why}")
     for name, reason in skipped:
         writer.skip(name, reason)
     return writer.close()
@@ -114,3 +123,37 @@ def summary(manifest: dict, out: str | Path) -> str:
     n = sum(e["length"] for e in manifest["episodes"])
     skipped = f"; skipped {len(manifest['skipped'])} (listed in manifest.json)" if manifest["skipped"] else ""
     return f"wrote {len(manifest['episodes'])} episodes ({n} frames) to {out}{skipped}"
+
+
+def slice_dir(out: str | Path, index: int, total: int) -> Path:
+    return Path(out) / f"slice_{index:05d}-of-{total:05d}"
+
+
+def _ingest_slice(kwargs: dict) -> dict | None:
+    try:
+        return ingest(**kwargs)
+    except NoEpisodesError:
+        return None                         # a small source can leave a slice empty
+
+
+def ingest_sliced(source: str, path: str, out: str, *, workers: int = 1, num_shards: int = 1,
+                  shard_index: int = 0, **kwargs) -> list[dict]:
+    """Ingest in `workers` processes on this machine, and/or one slice of `num_shards` machines.
+    Every (machine, worker) pair owns one global slice, written to OUT/slice_KKKKK-of-NNNNN (each its
+    own resumable shard folder; training reads the folder of slices as one dataset). Every machine
+    must use the same `workers`. With workers=1 and num_shards=1 the shards go to OUT itself."""
+    if workers < 1 or num_shards < 1:
+        raise IngestError(f"workers={workers} and num_shards={num_shards} must be >= 1")
+    if workers == 1 and num_shards == 1:
+        return [ingest(source, path, out, **kwargs)]
+    total = workers * num_shards
+    jobs = [dict(kwargs, source=source, path=path, out=str(slice_dir(out, g, total)), num_shards=total,
+                 shard_index=g) for g in range(shard_index * workers, (shard_index + 1) * workers)]
+    if workers == 1:
+        results = [_ingest_slice(jobs[0])]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_ingest_slice, jobs))
+    return [r for r in results if r is not None]

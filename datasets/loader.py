@@ -1,4 +1,5 @@
-"""Random fixed-length clips from frame shards, in a resumable order.
+"""Random fixed-length clips from frame shards (one folder, a mixture, or a folder of ingest
+slices), in a resumable order.
 
 The order of clips depends only on (seed, position), so training resumes at the exact batch it
 stopped at: the sampler is rebuilt with `start = step * batch_size`.
@@ -59,26 +60,37 @@ MIXTURE_FILE = "mixture.json"
 
 
 def is_mixture(root: str | Path) -> bool:
-    return (Path(root) / MIXTURE_FILE).is_file()
+    """A mixture.json, or a folder of ingest slices without a manifest of its own."""
+    root = Path(root)
+    return (root / MIXTURE_FILE).is_file() or (not (root / "manifest.json").is_file() and bool(_slices(root)))
 
 
 class MixtureClipDataset(Dataset):
-    """Several shard folders (a `mixture.json`: member folders and sampling weights, written by
-    `robo-genie ingest source=rlds mixture=...`) read as one: index i runs through the members' windows
-    one after the other; WeightedResumableSampler draws members by weight."""
+    """Several shard folders read as one: index i runs through the members' windows one after the
+    other, and WeightedResumableSampler draws members by weight. Made from a `mixture.json` (member
+    folders and sampling weights, written by `robo-genie ingest source=rlds mixture=...`) or from a
+    folder of ingest slices (`slice_*`, weighted by size: uniform over all windows)."""
 
-    def __init__(self, root: str | Path, clip_len: int):
-        root = Path(root)
+    def __init__(self, parts: list[ClipDataset], weights: np.ndarray, where: Path):
+        kinds = {p.shards.kind for p in parts}
+        if len(kinds) != 1:
+            raise ShardError(f"{where}: members mix shard kinds {sorted(kinds)}")
+        self.parts, self.weights = parts, np.asarray(weights, float)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    @classmethod
+    def from_mixture(cls, root: Path, clip_len: int) -> MixtureClipDataset:
         spec = json.loads((root / MIXTURE_FILE).read_text())
         members = spec.get("members") or []
         if not members or any(m.get("weight", 0) <= 0 for m in members):
             raise ShardError(f"{root / MIXTURE_FILE}: needs members with positive weights, got {members}")
-        self.parts = [ClipDataset(root / m["path"], clip_len) for m in members]
-        kinds = {p.shards.kind for p in self.parts}
-        if len(kinds) != 1:
-            raise ShardError(f"{root / MIXTURE_FILE}: members mix shard kinds {sorted(kinds)}")
-        self.weights = np.array([m["weight"] for m in members], float)
-        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        return cls([ClipDataset(root / m["path"], clip_len) for m in members], [m["weight"] for m in members],
+                   root / MIXTURE_FILE)
+
+    @classmethod
+    def from_slices(cls, root: Path, clip_len: int) -> MixtureClipDataset:
+        parts = [ClipDataset(d, clip_len) for d in _slices(root)]
+        return cls(parts, [len(p) for p in parts], root)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -86,6 +98,10 @@ class MixtureClipDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         part = int(np.searchsorted(self.offsets, i, side="right") - 1)
         return self.parts[part][i - int(self.offsets[part])]
+
+
+def _slices(root: Path) -> list[Path]:
+    return sorted(d for d in Path(root).glob("slice_*") if (d / "manifest.json").is_file())
 
 
 class WeightedResumableSampler(Sampler[int]):
@@ -110,7 +126,12 @@ class WeightedResumableSampler(Sampler[int]):
 
 def open_clips(root: str | Path, clip_len: int) -> ClipDataset | MixtureClipDataset:
     """A shard folder, or a mixture of them."""
-    return MixtureClipDataset(root, clip_len) if is_mixture(root) else ClipDataset(root, clip_len)
+    root = Path(root)
+    if (root / MIXTURE_FILE).is_file():
+        return MixtureClipDataset.from_mixture(root, clip_len)
+    if is_mixture(root):
+        return MixtureClipDataset.from_slices(root, clip_len)
+    return ClipDataset(root, clip_len)
 
 
 def clip_loader(dataset: ClipDataset | MixtureClipDataset, batch_size: int, seed: int, start_batch: int = 0,

@@ -68,13 +68,15 @@ def _ingest(cfg) -> None:
         manifest = pretokenize(cfg.path, cfg.tokenize_with, cfg.out, device=cfg.device, progress=cfg.progress)
         print(f"wrote tokens of {len(manifest['episodes'])} episodes to {cfg.out}")
         return
-    from robo_genie.datasets.ingest import ingest, summary
+    from robo_genie.datasets.ingest import ingest_sliced, summary
     options = {"split": cfg.split} if cfg.source == "rlds" else {}
-    manifest = ingest(cfg.source, cfg.path, cfg.out, fps=cfg.fps, resolution=cfg.resolution,
-                      episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, progress=cfg.progress,
-                      camera=cfg.image_key if cfg.source == "rlds" else cfg.camera, on_error=cfg.on_error,
-                      min_frames=cfg.min_frames, source_options=options)
-    print(summary(manifest, cfg.out))
+    manifests = ingest_sliced(cfg.source, cfg.path, cfg.out, workers=cfg.workers, num_shards=cfg.num_shards,
+                              shard_index=cfg.shard_index, fps=cfg.fps, resolution=cfg.resolution,
+                              episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames,
+                              progress=cfg.progress, camera=cfg.image_key if cfg.source == "rlds" else cfg.camera,
+                              on_error=cfg.on_error, min_frames=cfg.min_frames, source_options=options)
+    for manifest in manifests:
+        print(summary(manifest, cfg.out))
 
 
 def _export(cfg) -> None:

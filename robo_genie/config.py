@@ -165,6 +165,9 @@ class IngestJob:
     mixture: str | None = None        # source=rlds: a known mixture; each member goes to OUT/<name>
     image_key: str | None = None      # source=rlds: camera feature (default observation/image)
     split: str = "train"              # source=rlds: which split
+    workers: int = 1                  # parallel ingest processes; >1 writes OUT/slice_KKKKK-of-NNNNN folders
+    num_shards: int = 1               # split the episodes over this many machines (same workers= on each)
+    shard_index: int = 0              # which machine this is (0 .. num_shards-1)
     tokenize_with: str | None = None  # source=shards: the bundle whose tokenizer (and LAM) encode the frames
     camera: str | None = None       # source=lerobot: which video feature (default: the first)
     on_error: str = "fail"            # fail: stop at a bad episode | skip: leave it out, listed in the manifest

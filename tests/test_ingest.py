@@ -110,3 +110,26 @@ def test_a_rerun_into_the_same_out_reads_only_what_is_new(tmp_path):
     assert FrameShards(tmp_path / "out").read(2).shape == (8, 32, 32, 3)
     with pytest.raises(IngestError, match="already holds shards from"):
         ingest("video_folder", str(tmp_path), str(tmp_path / "out"), resolution=32, progress=False)
+
+
+def test_slices_over_workers_and_machines_cover_every_episode_once_and_train_as_one(tmp_path):
+    from robo_genie.datasets.ingest import ingest_sliced
+    from robo_genie.datasets.loader import open_clips
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(5):
+        _write_mp4(videos / f"ep{i}.mp4", n=8)
+    out = tmp_path / "out"
+    # two machines x two worker processes = four slices; machine 1 first, then machine 0
+    for machine in (1, 0):
+        ingest_sliced("video_folder", str(videos), str(out), workers=2, num_shards=2, shard_index=machine,
+                      resolution=32, progress=False)
+    slices = sorted(p.name for p in out.iterdir())
+    assert slices == [f"slice_{k:05d}-of-00004" for k in range(4)]
+    names = [e["name"] for s in slices for e in FrameShards(out / s).episodes]
+    assert sorted(names) == [f"ep{i}.mp4" for i in range(5)]            # each exactly once
+    clips = open_clips(out, 4)                                           # the folder of slices reads as one
+    assert len(clips) == 5 * (8 - 4 + 1)
+    with pytest.raises(IngestError, match="shard_index"):
+        ingest_sliced("video_folder", str(videos), str(tmp_path / "x"), num_shards=2, shard_index=2)
