@@ -1,5 +1,7 @@
 """`robo-genie bench ...`: speed measured as JSON, with the hardware it ran on.
 
+bench data: see robo_genie/bench_data.py.
+
 bench sim: MuJoCo episodes rendered per second, per worker count (each count renders the same
 episodes into a scratch folder; the median of `repeats` runs is reported).
 """
@@ -63,16 +65,29 @@ def bench_sim(scene: str, episodes: int, episode_len: int, resolution: int, work
 
 
 def run_bench(cfg) -> dict:
-    if cfg.what != "sim":
-        raise ValueError(f"robo-genie bench: unknown benchmark {cfg.what!r}; available: sim")
-    result = bench_sim(cfg.scene, cfg.episodes, cfg.episode_len, cfg.resolution, list(cfg.workers), cfg.repeats)
+    if cfg.what not in ("sim", "data"):
+        raise ValueError(f"robo-genie bench: unknown benchmark {cfg.what!r}; available: sim, data")
+    if cfg.what == "sim":
+        result = bench_sim(cfg.scene, cfg.episodes, cfg.episode_len, cfg.resolution, list(cfg.workers), cfg.repeats)
+    else:
+        from robo_genie.bench_data import bench_data
+        result = bench_data(cfg)
     result["hardware"] = hardware()
     result["date"] = time.strftime("%Y-%m-%d")
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    for r in result["results"]:
-        print(f"{cfg.scene}: {r['workers']} worker(s): {r['episodes_per_s']} episodes/s "
-              f"({r['episodes_per_s_per_worker']} per worker, {r['frames_per_s']} frames/s)")
+    if cfg.what == "sim":
+        for r in result["results"]:
+            print(f"{cfg.scene}: {r['workers']} worker(s): {r['episodes_per_s']} episodes/s "
+                  f"({r['episodes_per_s_per_worker']} per worker, {r['frames_per_s']} frames/s)")
+    else:
+        for r in result["ingest"]:
+            print(f"ingest: {r['workers']} worker(s): {r['frames_per_s']} frames/s ({r['frames_per_s_per_worker']} per worker)")
+        for r in result["loader"]:
+            print(f"loader: {r['loader_workers']} DataLoader worker(s): {r['clips_per_s']} clips/s of {cfg.clip_len} frames")
+        for name, v in result["verdict"].items():
+            print(f"{name}: needs ~{v['needs_clips_per_s_per_gpu (estimate)']} clips/s per H100 (estimate); "
+                  f"one loader here gives {v['loader_clips_per_s_one_rank_here']} ({v['headroom_per_rank']}x)")
     print(f"wrote {out}")
     return result

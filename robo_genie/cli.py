@@ -11,8 +11,9 @@ USAGE = """usage: robo-genie COMMAND [key=value ...]
 commands:
   demo      whole pipeline on embedded MuJoCo data: generate, train, evaluate, play
             robo-genie demo out=DIR
-  ingest    video (folders, LeRobot v3.0) -> frame shards; frame shards -> token shards
-            robo-genie ingest source=video_folder|lerobot path=IN out=SHARDS [fps=..] [resolution=64]
+  ingest    video (folders, LeRobot v3.0, RLDS / Open X-Embodiment) -> frame shards; frame shards -> token shards
+            robo-genie ingest source=video_folder|lerobot|rlds path=IN out=SHARDS [fps=..] [resolution=64] [workers=N]
+            robo-genie ingest source=rlds dataset=rt1|bridge|... [path=LOCAL_COPY] out=SHARDS
             robo-genie ingest source=shards path=SHARDS tokenize_with=RUN/bundle out=TOKENS
   export    frame shards -> a LeRobot v3.0 dataset
             robo-genie export format=lerobot path=SHARDS out=DIR
@@ -27,6 +28,7 @@ commands:
             robo-genie sim probe bundle=RUN/bundle scene=all|cloth|rope|soft|rigid episodes=N horizon=H out=DIR
   bench     speed, as JSON with the hardware named
             robo-genie bench sim scene=cloth episodes=16 workers=1,2 out=bench_sim.json
+            robo-genie bench data out=bench_data.json
 
 `robo-genie COMMAND --help` prints that command's config with its defaults.
 """

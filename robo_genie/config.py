@@ -252,14 +252,18 @@ class SimJob:
 
 @dataclass
 class BenchJob:
-    what: str = "sim"                 # sim (more to come: data, train)
-    scene: str = "cloth"
+    what: str = "sim"                 # sim | data
+    scene: str = "cloth"              # sim
     episodes: int = 16
-    episode_len: int = 32
+    episode_len: int = 32             # data: frames per synthetic video episode
     resolution: int = 64
-    workers: list[int] = field(default_factory=lambda: [1, 2])
+    workers: list[int] = field(default_factory=lambda: [1, 2])     # sim / ingest processes
     repeats: int = 3
-    out: str = "bench_sim.json"
+    out: str = "bench.json"
+    clip_len: int = 16                # data: loader clips
+    batch_size: int = 8               # data
+    loader_workers: list[int] = field(default_factory=lambda: [0, 2])   # data: DataLoader workers
+    batches: int = 50                 # data: timed batches per run
 
 
 @dataclass

@@ -19,5 +19,23 @@ def test_bench_sim_writes_rates_per_worker_count_and_the_hardware(tmp_path):
 
 
 def test_unknown_benchmark_is_named(tmp_path):
-    with pytest.raises(SystemExit, match="available: sim"):
+    with pytest.raises(SystemExit, match="available: sim, data"):
         main(["bench", "gpu", f"out={tmp_path / 'x.json'}"])
+
+
+def test_bench_data_measures_ingest_loader_and_formats_and_estimates_gpu_demand(tmp_path):
+    out = tmp_path / "data.json"
+    main(["bench", "data", "episodes=2", "episode_len=20", "workers=[1]", "loader_workers=[0]", "batches=2",
+          "batch_size=2", "repeats=1", f"out={out}"])
+    r = json.loads(out.read_text())
+    assert r["ingest"][0]["frames"] == 40 and r["ingest"][0]["frames_per_s"] > 0
+    assert r["loader"][0]["clips_per_s"] > 0
+    formats = {f["format"]: f for f in r["storage_formats"]}
+    assert formats["raw"]["bytes_per_frame"] == 64 * 64 * 3
+    assert formats["JPEG q95"]["bytes_per_frame"] < formats["raw"]["bytes_per_frame"]
+    dyn = r["consumption"]["robo_2p5b"]["stages"]["dynamics"]
+    assert abs(dyn["parameters"] - 2.5e9) / 2.5e9 < 0.1 and dyn["tokens_per_clip"] == 16 * 16 * 16
+    assert dyn["train_flops_per_clip"] == 6 * dyn["parameters"] * dyn["tokens_per_clip"]
+    assert "ESTIMATE" in r["consumption_note"]
+    v = r["verdict"]["small"]
+    assert v["bottleneck"] == (v["loader_clips_per_s_one_rank_here"] < v["needs_clips_per_s_per_gpu (estimate)"])
