@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from robo_genie.datasets.shards import MANIFEST, ShardWriter, read_manifest
 from robo_genie.datasets.sources import SOURCES, IngestError, RawEpisode
-from robo_genie.datasets.transforms import center_crop_resize
+from robo_genie.datasets.transforms import SQUARE_POLICIES, to_square
 from tqdm import tqdm
 
 
@@ -25,8 +25,9 @@ def resample(frames: Iterator[tuple[float, np.ndarray]], fps: float | None) -> I
             next_t += 1.0 / fps
 
 
-def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int) -> tuple[np.ndarray, np.ndarray | None]:
-    picked = [(i, center_crop_resize(f, resolution)) for i, f in resample(ep.frames, fps)]
+def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int,
+                    crop: str = "center_crop") -> tuple[np.ndarray, np.ndarray | None]:
+    picked = [(i, to_square(f, resolution, crop)) for i, f in resample(ep.frames, fps)]
     if not picked:
         raise IngestError(f"{ep.file}: no frames")
     index = np.array([i for i, _ in picked])
@@ -64,11 +65,14 @@ def _resume(out: str, source: str, path: str, shard_frames: int) -> tuple[ShardW
 def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolution: int = 64,
            episode_frames: int = 0, shard_frames: int = 4096, progress: bool = True,
            camera: str | None = None, on_error: str = "fail", min_frames: int = 1,
-           source_options: dict | None = None, num_shards: int = 1, shard_index: int = 0) -> dict:
+           source_options: dict | None = None, num_shards: int = 1, shard_index: int = 0,
+           crop: str = "center_crop") -> dict:
     """on_error=fail stops at the first bad episode (what was written stays valid); on_error=skip
     leaves it out and lists it, with the reason, under "skipped" in the manifest. `source_options`
     go to the source's constructor (e.g. split=, fps= for rlds). With num_shards > 1 only the
     episodes i with i % num_shards == shard_index (in the source's order) are read."""
+    if crop not in SQUARE_POLICIES:
+        raise IngestError(f"crop={crop!r}: expected one of {', '.join(SQUARE_POLICIES)}")
     if not 0 <= shard_index < num_shards:
         raise IngestError(f"shard_index={shard_index} must be in [0, num_shards={num_shards})")
     if source not in SOURCES:
@@ -86,7 +90,7 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
             if ep.name in done or f"{ep.name}#0" in done:
                 continue                    # written (or skipped) by an earlier run into the same out=
             try:
-                frames, actions = _episode_arrays(ep, fps, resolution)
+                frames, actions = _episode_arrays(ep, fps, resolution, crop)
                 if len(frames) < min_frames:
                     raise IngestError(f"{ep.name} ({ep.file}): {len(frames)} frames, fewer than min_frames={min_frames}")
             except IngestError as e:
@@ -98,7 +102,7 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
             rate = fps or ep.fps or 10.0
             if writer is None:
                 writer = ShardWriter(out, source=source, fps=rate, image_size=resolution,
-                                     shard_frames=shard_frames, extra={"input": _input_id(path)},
+                                     shard_frames=shard_frames, extra={"input": _input_id(path), "crop": crop},
                                      action_names=getattr(src, "action_names", None))
             spans = [(0, len(frames))] if episode_frames <= 0 else \
                 [(i, min(i + episode_frames, len(frames))) for i in range(0, len(frames), episode_frames)]

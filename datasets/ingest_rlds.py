@@ -41,7 +41,7 @@ def ingest_known(cfg) -> dict:
         print(f"{d.name}: {path} (camera {cfg.image_key or d.image_key}, {d.fps:g} Hz)")
         manifests = ingest_sliced("rlds", path, str(target), workers=cfg.workers, num_shards=cfg.num_shards,
                                   shard_index=cfg.shard_index, fps=cfg.fps, resolution=cfg.resolution,
-                                  episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames,
+                                  episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, crop=cfg.crop,
                                   progress=cfg.progress, camera=cfg.image_key or d.image_key, on_error=cfg.on_error,
                                   min_frames=cfg.min_frames, source_options={"split": cfg.split, "fps": d.fps})
         for manifest in manifests:

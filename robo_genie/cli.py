@@ -74,7 +74,7 @@ def _ingest(cfg) -> None:
     options = {"split": cfg.split} if cfg.source == "rlds" else {}
     manifests = ingest_sliced(cfg.source, cfg.path, cfg.out, workers=cfg.workers, num_shards=cfg.num_shards,
                               shard_index=cfg.shard_index, fps=cfg.fps, resolution=cfg.resolution,
-                              episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames,
+                              episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, crop=cfg.crop,
                               progress=cfg.progress, camera=cfg.image_key if cfg.source == "rlds" else cfg.camera,
                               on_error=cfg.on_error, min_frames=cfg.min_frames, source_options=options)
     for manifest in manifests:

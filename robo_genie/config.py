@@ -175,6 +175,7 @@ class IngestJob:
     device: str = "auto"
     fps: float | None = None       # resample to this rate; default: each file's own rate
     resolution: int = 64
+    crop: str = "center_crop"         # to a square: center_crop (then resize) | pad (letterbox) | stretch
     episode_frames: int = 0           # split long videos into episodes of this many frames (0 = no)
     shard_frames: int = 4096          # frames per shard file
     progress: bool = True

@@ -133,3 +133,25 @@ def test_slices_over_workers_and_machines_cover_every_episode_once_and_train_as_
     assert len(clips) == 5 * (8 - 4 + 1)
     with pytest.raises(IngestError, match="shard_index"):
         ingest_sliced("video_folder", str(videos), str(tmp_path / "x"), num_shards=2, shard_index=2)
+
+
+def test_the_square_policy_is_explicit(tmp_path):
+    from robo_genie.datasets.transforms import to_square
+
+    img = np.zeros((64, 128, 3), np.uint8)           # wide: left half red, right half blue
+    img[:, :64, 0] = 255
+    img[:, 64:, 2] = 255
+    crop = to_square(img, 32)                        # centre square: the middle, half red half blue
+    assert crop[:, :15, 0].min() == 255 and crop[:, 17:, 2].min() == 255
+    pad = to_square(img, 32, "pad")                  # the whole view in the middle 16 rows, black bars
+    assert pad[:8].max() == 0 and pad[-8:].max() == 0 and pad[12:20, :15, 0].min() == 255
+    stretch = to_square(img, 32, "stretch")          # all of it, squeezed sideways
+    assert stretch[:, :15, 0].min() == 255 and stretch[0, :, :].any(axis=-1).all()
+    videos = tmp_path / "v"
+    videos.mkdir()
+    _write_mp4(videos / "a.mp4", n=4)
+    m = ingest("video_folder", str(videos), str(tmp_path / "out"), resolution=32, crop="pad", progress=False)
+    assert m["extra"]["crop"] == "pad"
+    assert FrameShards(tmp_path / "out").read(0)[0, :4].max() < 20      # letterbox bars (96x64 source)
+    with pytest.raises(IngestError, match="crop='zoom'"):
+        ingest("video_folder", str(videos), str(tmp_path / "o2"), crop="zoom", progress=False)
