@@ -11,7 +11,7 @@ USAGE = """usage: robo-genie COMMAND [key=value ...]
 commands:
   demo      whole pipeline on embedded MuJoCo data: generate, train, evaluate, play
             robo-genie demo out=DIR
-  ingest    video (folders, LeRobot v3.0, RLDS / Open X-Embodiment) -> frame shards; frame shards -> token shards
+  ingest    video (folders, LeRobot v3.0/v2.x, RLDS / Open X-Embodiment) -> frame shards; frame shards -> token shards
             robo-genie ingest source=video_folder|lerobot|rlds path=IN out=SHARDS [fps=..] [resolution=64] [workers=N]
             robo-genie ingest source=rlds dataset=rt1|bridge|... [path=LOCAL_COPY] out=SHARDS
             robo-genie ingest source=shards path=SHARDS tokenize_with=RUN/bundle out=TOKENS

@@ -1,4 +1,5 @@
-"""The LeRobot v3.0 reader against a dataset written by lerobot itself (tests/fixtures/README.md)."""
+"""The LeRobot reader against a v3.0 dataset written by lerobot itself (tests/fixtures/README.md), and
+against the same episodes laid out as v2.1 (one parquet and one mp4 per episode)."""
 
 import json
 import shutil
@@ -16,9 +17,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "lerobot_v30_tiny"
 TOLERANCE = 8          # AV1 is lossy: grey levels on flat areas
 
 
-def test_every_frame_matches_what_lerobot_wrote(tmp_path):
-    ingest("lerobot", str(FIXTURE), str(tmp_path / "shards"), resolution=64, progress=False)
-    shards = FrameShards(tmp_path / "shards")
+def _check_against_expected(shards):
     expected = json.loads((FIXTURE / "EXPECTED.json").read_text())["frames"]
     assert [ep["length"] for ep in shards.episodes] == [12, 14, 16]
     assert shards.manifest["fps"] == 10
@@ -33,6 +32,55 @@ def test_every_frame_matches_what_lerobot_wrote(tmp_path):
             assert abs(white.min() - row["square_x"]) <= 1 and abs(white.max() - (row["square_x"] + 15)) <= 1, (ep_index, t)
         actions = shards.read(ep_index, key="actions")
         assert np.array_equal(actions, np.tile([1, 0, 0, 0, 0, 0, ep_index], (len(rows), 1)).astype(np.float32))
+
+
+def test_every_frame_matches_what_lerobot_wrote(tmp_path):
+    ingest("lerobot", str(FIXTURE), str(tmp_path / "shards"), resolution=64, progress=False)
+    _check_against_expected(FrameShards(tmp_path / "shards"))
+
+
+def _as_v21(root: Path) -> Path:
+    """The fixture's episodes in LeRobot v2.1's layout: meta/episodes.jsonl, and per episode
+    data/chunk-000/episode_NNNNNN.parquet and videos/chunk-000/CAMERA/episode_NNNNNN.mp4 (H.264)."""
+    import av
+    import pyarrow.parquet as pq
+
+    ingest("lerobot", str(FIXTURE), str(root / "v3_frames"), resolution=64, progress=False)
+    frames = FrameShards(root / "v3_frames")
+    out = root / "v21"
+    info = json.loads((FIXTURE / "meta" / "info.json").read_text())
+    info.update(codebase_version="v2.1", data_path="data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+                video_path="videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4")
+    (out / "meta").mkdir(parents=True)
+    (out / "meta" / "info.json").write_text(json.dumps(info))
+    table = pq.read_table(FIXTURE / "data" / "chunk-000" / "file-000.parquet")
+    listing = []
+    for e in range(len(frames.episodes)):
+        rows = table.filter(np.asarray(table["episode_index"].to_numpy() == e))
+        (out / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, out / "data" / "chunk-000" / f"episode_{e:06d}.parquet")
+        video = out / "videos" / "chunk-000" / "observation.images.top" / f"episode_{e:06d}.mp4"
+        video.parent.mkdir(parents=True, exist_ok=True)
+        with av.open(str(video), "w") as c:
+            stream = c.add_stream("libx264", rate=10, options={"crf": "10"})
+            stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+            for img in frames.read(e):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    c.mux(packet)
+            for packet in stream.encode():
+                c.mux(packet)
+        listing.append(json.dumps({"episode_index": e, "tasks": ["t"], "length": rows.num_rows}))
+    (out / "meta" / "episodes.jsonl").write_text("\n".join(listing) + "\n")
+    return out
+
+
+def test_a_v21_dataset_reads_the_same_episodes(tmp_path):
+    v21 = _as_v21(tmp_path)
+    ingest("lerobot", str(v21), str(tmp_path / "from_v21"), resolution=64, progress=False)
+    _check_against_expected(FrameShards(tmp_path / "from_v21"))
+    (v21 / "meta" / "episodes.jsonl").unlink()
+    with pytest.raises(IngestError, match="episodes.jsonl not found"):
+        LeRobotSource(v21)
 
 
 def test_cli_ingests_and_resamples_by_time(tmp_path):

@@ -1,6 +1,8 @@
-"""A LeRobot v3.0 dataset root: `meta/info.json`, per-episode metadata in `meta/episodes/*.parquet`,
+"""A LeRobot dataset root. v3.0: `meta/info.json`, per-episode metadata in `meta/episodes/*.parquet`,
 frame rows (timestamps, actions, states) in `data/*.parquet`, and each camera's frames in mp4 files
 shared by many episodes (an episode is the span from_timestamp..to_timestamp of its file).
+v2.0/v2.1: episodes listed in `meta/episodes.jsonl`, one parquet file and one mp4 per episode and
+camera (paths from info.json's templates, chunked by `chunks_size`).
 
 Read with pyarrow + PyAV, not the `lerobot` library: no lerobot release installs beside the
 torch this project runs on (DESIGN.md). Frames are matched to the data rows by timestamp.
@@ -28,9 +30,10 @@ class LeRobotSource:
             raise IngestError(f"{info_path} not found: {self.root} is not a LeRobot dataset root")
         self.info = json.loads(info_path.read_text())
         version = str(self.info.get("codebase_version", ""))
-        if not version.startswith("v3"):
-            raise IngestError(f"{info_path}: codebase_version {version!r}; this reader takes LeRobot v3.x "
-                              f"(convert older datasets with lerobot's v3.0 conversion script)")
+        if not version.startswith(("v3", "v2")):
+            raise IngestError(f"{info_path}: codebase_version {version!r}; this reader takes LeRobot v2.x and v3.x "
+                              f"(convert older datasets with lerobot's conversion scripts)")
+        self.v2 = version.startswith("v2")
         videos = [k for k, f in self.info["features"].items() if f.get("dtype") == "video"]
         if not videos:
             raise IngestError(f"{info_path}: lists no video feature (dtype 'video'); nothing to ingest")
@@ -39,28 +42,50 @@ class LeRobotSource:
             raise IngestError(f"{info_path}: no camera {self.camera!r}; its cameras are {', '.join(videos)} "
                               f"(choose one with camera=...)")
         self.fps = float(self.info["fps"])
+        self.episode_rows = self._v2_rows() if self.v2 else self._v3_rows()
+
+    def _v3_rows(self) -> list[dict]:
+        """Per episode: its data file, video file and start time in that video."""
         files = sorted((self.root / "meta" / "episodes").rglob("*.parquet"))
         if not files:
             raise IngestError(f"{self.root / 'meta' / 'episodes'}: no episode metadata (*.parquet)")
         rows: list[dict] = []
         for f in files:
             rows.extend(pq.read_table(f).to_pylist())
-        self.episode_rows = sorted(rows, key=lambda r: r["episode_index"])
-
-    def _data_file(self, row: dict) -> Path:
-        return self.root / self.info["data_path"].format(chunk_index=row["data/chunk_index"],
-                                                         file_index=row["data/file_index"])
-
-    def _video_file(self, row: dict) -> Path:
         key = f"videos/{self.camera}"
-        return self.root / self.info["video_path"].format(video_key=self.camera, chunk_index=row[f"{key}/chunk_index"],
-                                                          file_index=row[f"{key}/file_index"])
+        fmt = self.info["video_path"].format
+        return [{"episode_index": r["episode_index"],
+                 "data_file": self.root / self.info["data_path"].format(chunk_index=r["data/chunk_index"],
+                                                                       file_index=r["data/file_index"]),
+                 "video_file": self.root / fmt(video_key=self.camera, chunk_index=r[f"{key}/chunk_index"],
+                                               file_index=r[f"{key}/file_index"]),
+                 "from_timestamp": float(r[f"{key}/from_timestamp"])}
+                for r in sorted(rows, key=lambda r: r["episode_index"])]
+
+    def _v2_rows(self) -> list[dict]:
+        listing = self.root / "meta" / "episodes.jsonl"
+        if not listing.is_file():
+            raise IngestError(f"{listing} not found: a LeRobot v2 dataset lists its episodes there")
+        try:
+            episodes = [json.loads(line) for line in listing.read_text().splitlines() if line.strip()]
+        except json.JSONDecodeError as e:
+            raise IngestError(f"{listing}: not JSON lines ({e})") from None
+        chunk = int(self.info.get("chunks_size", 1000))
+        rows = []
+        for ep in sorted(episodes, key=lambda r: r["episode_index"]):
+            e = int(ep["episode_index"])
+            names = {"episode_chunk": e // chunk, "episode_index": e}
+            rows.append({"episode_index": e,
+                         "data_file": self.root / self.info["data_path"].format(**names),
+                         "video_file": self.root / self.info["video_path"].format(video_key=self.camera, **names),
+                         "from_timestamp": 0.0})
+        return rows
 
     def episodes(self) -> Iterator[RawEpisode]:
         tables: dict[Path, dict[str, np.ndarray]] = {}     # a data file holds many episodes: read it once
         for row in self.episode_rows:
             e = row["episode_index"]
-            data_file = self._data_file(row)
+            data_file = row["data_file"]
             if data_file not in tables:
                 if not data_file.is_file():
                     raise IngestError(f"episode {e}: {data_file} is listed in the metadata but missing")
@@ -74,8 +99,7 @@ class LeRobotSource:
             rows = rows[np.argsort(data["frame_index"][rows], kind="stable")]
             timestamps = data["timestamp"][rows].astype(np.float64)
             actions = data["action"][rows].astype(np.float32) if "action" in data else None
-            video = self._video_file(row)
-            start = float(row[f"videos/{self.camera}/from_timestamp"])
+            video, start = row["video_file"], row["from_timestamp"]
             # Decoded when the episode is read, so that a bad episode can be skipped (on_error=skip).
             frames = _lazy_frames(video, start, timestamps, 0.5 / self.fps, f"episode {e}")
             yield RawEpisode(f"episode_{e:06d}", str(video), frames, self.fps, actions)
