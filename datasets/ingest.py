@@ -81,11 +81,14 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
         raise IngestError(f"on_error={on_error!r}: expected fail or skip")
     options = dict(source_options or {}) | ({"camera": camera} if camera else {})
     src = SOURCES[source](path, **options)
+    sliced_by_source = num_shards > 1 and hasattr(src, "select_slice")
+    if sliced_by_source:
+        src.select_slice(num_shards, shard_index)       # the source reads only its slice
     writer, done = _resume(out, source, path, shard_frames)
     skipped: list[tuple[str, str]] = []
     try:
         for i, ep in enumerate(tqdm(src.episodes(), desc=f"ingest {path}", unit="ep", disable=not progress)):
-            if i % num_shards != shard_index:
+            if not sliced_by_source and i % num_shards != shard_index:
                 continue                    # another slice's episode (its frames are never decoded)
             if ep.name in done or f"{ep.name}#0" in done:
                 continue                    # written (or skipped) by an earlier run into the same out=

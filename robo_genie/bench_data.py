@@ -1,7 +1,7 @@
 """`robo-genie bench data`: is the data path fast enough for the GPUs?
 
-Measures, on this machine: ingest frames/s per worker (a folder of synthetic 320x256 mp4 episodes,
-decoded, centre-cropped and resized), loader clips/s (16-frame clips from frame shards, batches as
+Measures, on this machine: ingest frames/s per worker (synthetic 320x256 episodes as mp4 files, or
+as an RLDS dataset with RT-1's spec with source=rlds; decoded, centre-cropped and resized), loader clips/s (16-frame clips from frame shards, batches as
 configured, with DataLoader workers), and per-frame size and decode speed of three storage formats
 (raw uint8, as the shards store frames; PNG; JPEG). Compares the loader with what the `small` and
 `robo_2p5b` configs consume per second on one H100, ESTIMATED from FLOPs (6 x parameters x tokens
@@ -42,7 +42,8 @@ def _write_videos(folder: Path, episodes: int, frames: int, size=(256, 320)) -> 
                 c.mux(p)
 
 
-def bench_ingest(videos: Path, scratch: Path, workers: list[int], resolution: int, repeats: int) -> list[dict]:
+def bench_ingest(source: str, data: Path, scratch: Path, workers: list[int], resolution: int,
+                 repeats: int) -> list[dict]:
     from robo_genie.datasets.ingest import ingest_sliced
 
     n_frames = None
@@ -52,7 +53,7 @@ def bench_ingest(videos: Path, scratch: Path, workers: list[int], resolution: in
         for r in range(repeats):
             out = scratch / f"ingest_w{w}_{r}"
             t0 = time.perf_counter()
-            manifests = ingest_sliced("video_folder", str(videos), str(out), workers=w, resolution=resolution,
+            manifests = ingest_sliced(source, str(data), str(out), workers=w, resolution=resolution,
                                       progress=False)
             times.append(time.perf_counter() - t0)
             n_frames = sum(e["length"] for m in manifests for e in m["episodes"])
@@ -143,10 +144,18 @@ def bench_data(cfg) -> dict:
 
     scratch = Path(tempfile.mkdtemp(prefix="robo_genie_bench_data_"))
     try:
-        videos = scratch / "videos"
-        videos.mkdir()
-        _write_videos(videos, cfg.episodes, cfg.episode_len)
-        ingest = bench_ingest(videos, scratch, list(cfg.workers), cfg.resolution, cfg.repeats)
+        if cfg.source == "rlds":
+            from robo_genie.datasets.rlds_synthetic import make_rt1_like
+            data = make_rt1_like(scratch / "rlds", cfg.episodes, cfg.episode_len)
+            described = "RLDS with RT-1's feature spec: 256x320 JPEG q95 per step, in TFRecords"
+        elif cfg.source == "video_folder":
+            data = scratch / "videos"
+            data.mkdir()
+            _write_videos(data, cfg.episodes, cfg.episode_len)
+            described = "mpeg4 320x256 at 10 fps, textured panning scene"
+        else:
+            raise ValueError(f"bench data: source={cfg.source!r}; available: video_folder, rlds")
+        ingest = bench_ingest(cfg.source, data, scratch, list(cfg.workers), cfg.resolution, cfg.repeats)
         shards = scratch / "ingest_w1_0"
         loader = bench_loader(shards, cfg.clip_len, cfg.batch_size, list(cfg.loader_workers), cfg.batches, cfg.repeats)
         from robo_genie.datasets.shards import FrameShards
@@ -169,7 +178,7 @@ def bench_data(cfg) -> dict:
                          "bottleneck": best["clips_per_s"] < per_gpu}
     return {"benchmark": "data", "clip_len": cfg.clip_len, "batch_size": cfg.batch_size,
             "resolution": cfg.resolution, "episodes": cfg.episodes, "episode_len": cfg.episode_len,
-            "source_video": "mpeg4 320x256 at 10 fps, textured panning scene", "ingest": ingest, "loader": loader,
+            "source": cfg.source, "source_data": described, "ingest": ingest, "loader": loader,
             "storage_formats": formats, "consumption": need,
             "consumption_note": f"ESTIMATE: 6 x parameters x tokens per clip, at {ASSUMED_MFU:.0%} of the H100's "
                                 f"{H100_BF16_DENSE_FLOPS / 1e12:.0f} TFLOPS dense bf16; attention FLOPs left out",

@@ -261,6 +261,7 @@ class BenchJob:
     workers: list[int] = field(default_factory=lambda: [1, 2])     # sim / ingest processes
     repeats: int = 3
     out: str = "bench.json"
+    source: str = "video_folder"      # data: what the ingest reads: video_folder | rlds (needs the [rlds] extra)
     clip_len: int = 16                # data: loader clips
     batch_size: int = 8               # data
     loader_workers: list[int] = field(default_factory=lambda: [0, 2])   # data: DataLoader workers

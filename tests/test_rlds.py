@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-# TensorFlow itself only ever loads in subprocesses (see rlds_fixture.py); here we only ask whether
+# TensorFlow itself only ever loads in subprocesses (see datasets/rlds_synthetic.py); here we only ask whether
 # it is installed. CI installs the [rlds] extra and sets ROBO_GENIE_REQUIRE_RLDS, so there these
 # tests cannot be skipped.
 if importlib.util.find_spec("tensorflow_datasets") is None:
@@ -16,8 +16,8 @@ if importlib.util.find_spec("tensorflow_datasets") is None:
         raise ImportError('ROBO_GENIE_REQUIRE_RLDS is set but tensorflow-datasets is missing: pip install -e ".[rlds]"')
     pytest.skip('the [rlds] extra is not installed: pip install -e ".[rlds]"', allow_module_level=True)
 
-from rlds_fixture import action, frame, make_rt1_like
 from robo_genie.datasets.ingest import ingest
+from robo_genie.datasets.rlds_synthetic import action, frame, make_rt1_like
 from robo_genie.datasets.shards import FrameShards
 from robo_genie.datasets.sources import IngestError
 from robo_genie.datasets.transforms import center_crop_resize
@@ -57,16 +57,17 @@ def test_rt1_episodes_become_shards_with_frames_actions_and_rate(rt1, tmp_path):
 
 
 def test_a_corrupt_jpeg_names_the_episode_step_and_file_and_skip_keeps_the_rest(rt1_corrupt, tmp_path):
-    with pytest.raises(IngestError, match=r"train_000001 step 2 \(.*fractal20220817_data-train\.tfrecord-00000"):
+    bad = "fractal20220817_data-train.tfrecord-00000-of-00001__1"          # episode 1 of that TFRecord file
+    with pytest.raises(IngestError, match=rf"{bad} step 2 \(.*fractal20220817_data-train\.tfrecord-00000"):
         ingest("rlds", str(rt1_corrupt), str(tmp_path / "fail"), resolution=32, progress=False)
     # what was written before the failure is a valid shard directory
-    assert [e["name"] for e in FrameShards(tmp_path / "fail").episodes] == ["train_000000"]
+    assert [e["name"] for e in FrameShards(tmp_path / "fail").episodes] == [bad[:-1] + "0"]
     m = ingest("rlds", str(rt1_corrupt), str(tmp_path / "skip"), resolution=32, progress=False, on_error="skip",
                min_frames=2)
-    assert [e["name"] for e in m["episodes"]] == ["train_000000"]
+    assert [e["name"] for e in m["episodes"]] == [bad[:-1] + "0"]
     reasons = {s["name"]: s["reason"] for s in m["skipped"]}
-    assert "cannot be decoded" in reasons["train_000001"]
-    assert "fewer than min_frames=2" in reasons["train_000002"]     # the one-step episode
+    assert "cannot be decoded" in reasons[bad]
+    assert "fewer than min_frames=2" in reasons[bad[:-1] + "2"]     # the one-step episode
 
 
 def test_a_missing_camera_key_lists_the_images_there_are(rt1, tmp_path):
@@ -90,3 +91,13 @@ def test_cli_known_dataset_and_mixture_read_a_local_mirror(rt1, tmp_path):
     assert len(FrameShards(mix / "fractal20220817_data").episodes) == 3
     with pytest.raises(SystemExit, match="unknown mixture"):
         main(["ingest", "source=rlds", "mixture=everything", f"out={tmp_path / 'z'}"])
+
+
+def test_workers_read_disjoint_slices_of_the_tfrecords(rt1, tmp_path):
+    from robo_genie.datasets.ingest import ingest_sliced
+    from robo_genie.datasets.loader import open_clips
+
+    manifests = ingest_sliced("rlds", str(rt1), str(tmp_path / "out"), workers=2, resolution=32, progress=False)
+    names = sorted(e["name"] for m in manifests for e in m["episodes"])
+    assert names == [f"fractal20220817_data-train.tfrecord-00000-of-00001__{i}" for i in range(3)]
+    assert len(open_clips(tmp_path / "out", 4)) == 3 * 2

@@ -106,8 +106,10 @@ class _Reader:
     def _skip_decoding(self, parts: list[str]) -> dict:
         return {parts[0]: self.tfds.decode.SkipDecoding()} if len(parts) == 1 else {parts[0]: self._skip_decoding(parts[1:])}
 
-    def episodes(self) -> Iterator[tuple[str, list[bytes], np.ndarray | None]]:
-        ds = self.builder.as_dataset(split=self.split, decoders={"steps": self._skip_decoding(self.camera.split("/"))},
+    def episodes(self, num_shards: int = 1, shard_index: int = 0) -> Iterator[tuple[str, list[bytes], np.ndarray | None]]:
+        # A slice is read with tfds's own split slicing, so a worker reads only its records.
+        split = self.tfds.even_splits(self.split, n=num_shards)[shard_index] if num_shards > 1 else self.split
+        ds = self.builder.as_dataset(split=split, decoders={"steps": self._skip_decoding(self.camera.split("/"))},
                                      shuffle_files=False, read_config=self.tfds.ReadConfig(add_tfds_id=True))
         for episode in self.tfds.as_numpy(ds):
             tfds_id = episode.get("tfds_id", b"")
@@ -122,12 +124,16 @@ class _Reader:
             yield tfds_id, images, actions
 
 
-def _serve(path: str, camera: str | None, split: str, queue) -> None:
-    """Child process: describe the dataset, then stream its episodes (the queue bounds memory)."""
+def _serve(path: str, camera: str | None, split: str, queue, control) -> None:
+    """Child process: describe the dataset, wait for the slice to read, then stream its episodes (the
+    queue bounds memory)."""
     try:
         reader = _Reader(path, camera, split)
         queue.put(("meta", reader.describe()))
-        for item in reader.episodes():
+        request = control.get()
+        if request is None:
+            return
+        for item in reader.episodes(*request):
             queue.put(("episode", item))
         queue.put(("end", None))
     except IngestError as e:
@@ -149,8 +155,10 @@ class RLDSSource:
 
         self.path, self.split = str(path), split
         ctx = mp.get_context("spawn")
-        self._queue = ctx.Queue(maxsize=4)
-        self._process = ctx.Process(target=_serve, args=(self.path, camera, split, self._queue), daemon=True)
+        self._queue, self._control = ctx.Queue(maxsize=4), ctx.Queue()
+        self._process = ctx.Process(target=_serve, args=(self.path, camera, split, self._queue, self._control),
+                                    daemon=True)
+        self.slice = (1, 0)
         self._process.start()
         kind, meta = self._next()
         if kind == "error":
@@ -172,12 +180,17 @@ class RLDSSource:
                     raise IngestError(f"{self.path}: the TensorFlow reader process died (exit code "
                                       f"{self._process.exitcode})") from None
 
+    def select_slice(self, num_shards: int, shard_index: int) -> None:
+        """Read only slice `shard_index` of `num_shards` (ingest calls this instead of filtering)."""
+        self.slice = (num_shards, shard_index)
+
     def close(self) -> None:
         if self._process.is_alive():
             self._process.terminate()
         self._process.join(timeout=10)
 
     def episodes(self) -> Iterator[RawEpisode]:
+        self._control.put(self.slice)
         try:
             for i in itertools.count():
                 kind, item = self._next()
@@ -186,9 +199,10 @@ class RLDSSource:
                 if kind == "error":
                     raise IngestError(item)
                 tfds_id, images, actions = item
-                # tfds_id is "<file>__<index in file>": it names the TFRecord file the episode is in.
+                # tfds_id is "<file>__<index in file>": a name that stays the same whatever slice
+                # reads it (resume), and the TFRecord file the episode is in.
                 file = f"{self.data_dir}/{tfds_id.rsplit('__', 1)[0]}" if tfds_id else f"{self.data_dir} ({self.split}[{i}])"
-                name = f"{self.split}_{i:06d}"
+                name = tfds_id or f"{self.split}_{i:06d}"
                 yield RawEpisode(name=name, file=file, frames=self._frames(images, name, file), fps=self.fps,
                                  actions=actions)
         finally:

@@ -1,8 +1,9 @@
-"""A tiny RLDS dataset with RT-1's feature spec (fractal20220817_data 0.1.0), written by tfds itself
-with the on-disk layout of the public bucket (dataset_info.json, features.json, TFRecord shards).
+"""A synthetic RLDS dataset with RT-1's feature spec (fractal20220817_data 0.1.0), written by tfds
+itself with the on-disk layout of the public bucket (dataset_info.json, features.json, TFRecord
+shards): what the tests and `robo-genie bench data source=rlds` read.
 
-TensorFlow is loaded in a subprocess (`make_rt1_like`): loading it into the test process, which holds
-MuJoCo's EGL contexts, crashes."""
+TensorFlow is loaded in a subprocess (`make_rt1_like`): loading it into a process that holds MuJoCo's
+EGL contexts (the test session) crashes."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ H, W = 256, 320                                    # RT-1's camera
 def frame(episode: int, step: int) -> np.ndarray:
     """A recognisable picture: a colour per episode and a white square that moves with the step."""
     img = np.zeros((H, W, 3), np.uint8)
-    img[:] = [(40 * episode) % 256, 90, 200 - 30 * episode]
+    img[:] = [(40 * episode) % 256, 90, (200 - 30 * episode) % 256]
     x = 40 + 24 * step
     img[100:156, x:x + 56] = 255
     return img
@@ -89,7 +90,7 @@ def write_rt1_like(root: str | Path, episodes: int = 3, steps: int = 5,
 def make_rt1_like(root: str | Path, episodes: int = 3, steps: int = 5, corrupt: tuple[int, int] | None = None,
                   short: int | None = None) -> Path:
     """write_rt1_like in a fresh Python process."""
-    args = [sys.executable, __file__, str(root), str(episodes), str(steps),
+    args = [sys.executable, "-m", "robo_genie.datasets.rlds_synthetic", str(root), str(episodes), str(steps),
             ",".join(map(str, corrupt)) if corrupt else "-", str(short) if short is not None else "-"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
