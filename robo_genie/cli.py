@@ -56,6 +56,8 @@ def _demo(cfg) -> None:
 
 
 def _ingest(cfg) -> None:
+    if cfg.on_error is None:
+        cfg.on_error = "skip" if cfg.source == "rlds" else "fail"
     if cfg.source == "rlds" and (cfg.dataset or cfg.mixture):
         from robo_genie.datasets.ingest_rlds import ingest_known
         ingest_known(cfg)

@@ -170,7 +170,9 @@ class IngestJob:
     shard_index: int = 0              # which machine this is (0 .. num_shards-1)
     tokenize_with: str | None = None  # source=shards: the bundle whose tokenizer (and LAM) encode the frames
     camera: str | None = None       # source=lerobot: which video feature (default: the first)
-    on_error: str = "fail"            # fail: stop at a bad episode | skip: leave it out, listed in the manifest
+    # fail: stop at a bad episode | skip: leave it out, listed in the manifest. Default: skip for
+    # source=rlds (datasets of many thousands of episodes), fail otherwise.
+    on_error: str | None = None
     min_frames: int = 1               # episodes shorter than this count as bad (e.g. the training clip length)
     device: str = "auto"
     fps: float | None = None       # resample to this rate; default: each file's own rate

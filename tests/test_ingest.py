@@ -155,3 +155,14 @@ def test_the_square_policy_is_explicit(tmp_path):
     assert FrameShards(tmp_path / "out").read(0)[0, :4].max() < 20      # letterbox bars (96x64 source)
     with pytest.raises(IngestError, match="crop='zoom'"):
         ingest("video_folder", str(videos), str(tmp_path / "o2"), crop="zoom", progress=False)
+
+
+def test_mixed_resolutions_in_one_episode_are_each_brought_to_the_training_size(tmp_path):
+    folder = tmp_path / "imgs" / "episode_a"
+    folder.mkdir(parents=True)
+    for i, (w, h) in enumerate([(64, 48), (200, 100), (33, 90)]):
+        Image.fromarray(np.full((h, w, 3), 60 * (i + 1), np.uint8)).save(folder / f"{i:03d}.png")
+    ingest("video_folder", str(tmp_path / "imgs"), str(tmp_path / "out"), resolution=32, progress=False)
+    frames = FrameShards(tmp_path / "out").read(0)
+    assert frames.shape == (3, 32, 32, 3)
+    assert [int(f.mean()) for f in frames] == [60, 120, 180]
