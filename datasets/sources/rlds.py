@@ -83,6 +83,10 @@ class _Reader:
         try:
             self.builder = tfds.builder_from_directory(path)
         except Exception as e:  # noqa: BLE001 - tfds raises OSError, ValueError or TF's own errors here
+            if "://" in path:
+                raise IngestError(f"{path}: could not open it ({type(e).__name__}: {str(e).splitlines()[0]}). Check "
+                                  f"network access (and for gs://, credentials), or copy it once with "
+                                  f"`gsutil -m cp -r {path} LOCAL_DIR` and pass path=LOCAL_DIR") from None
             raise IngestError(f"{path}: not a TFDS/RLDS dataset directory (it needs dataset_info.json and "
                               f"features.json beside the TFRecord files, e.g. .../fractal20220817_data/0.1.0): "
                               f"{type(e).__name__}: {e}") from None
