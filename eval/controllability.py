@@ -64,17 +64,22 @@ def delta_t_psnr(world: World, clips: np.ndarray, t: int = 4, seed: int = 0) -> 
 
 
 @torch.no_grad()
-def fidelity_over_time(world: World, clips: np.ndarray, ts: list[int], seed: int = 0) -> dict:
+def fidelity_over_time(world: World, clips: np.ndarray, ts: list[int], seed: int = 0,
+                       keep_videos: bool = False) -> dict:
     """ΔtPSNR at several t, and PSNR / SSIM of the clips regenerated with the LAM-inferred actions
-    at every step, from one rollout with inferred and one with random actions."""
+    at every step, from one rollout with inferred and one with random actions. keep_videos adds the
+    regenerated clips (uint8, steps 1..max(ts)) under "videos" (for FVD)."""
     from robo_genie.eval.metrics import ssim
     video = torch.from_numpy(clips[:, :max(ts) + 1]).float().div(255).to(world.device)
     gen_inferred, gen_random = inferred_and_random_rollouts(world, video, seed)
     truth = video[:, 1:]
     p_inf, p_rand = psnr(truth, gen_inferred), psnr(truth, gen_random)            # [N, horizon]
-    return {
+    result = {
         "delta_t_psnr": {str(t): float((p_inf[:, t - 1] - p_rand[:, t - 1]).mean()) for t in ts},
         "regenerated_psnr": p_inf.mean(0).tolist(),
         "regenerated_ssim": ssim(truth, gen_inferred).mean(0).tolist(),
         "n_clips": len(clips),
     }
+    if keep_videos:
+        result["videos"] = (gen_inferred.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return result
