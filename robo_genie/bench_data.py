@@ -140,8 +140,6 @@ def consumption_estimates(clip_len: int) -> dict:
 
 
 def bench_data(cfg) -> dict:
-    from robo_genie.datasets.ingest import slice_dir  # noqa: F401  (ingest module loads before timing)
-
     scratch = Path(tempfile.mkdtemp(prefix="robo_genie_bench_data_"))
     try:
         if cfg.source == "rlds":

@@ -63,6 +63,11 @@ def _silhouettes(frames: np.ndarray, clips: PhysicsClips) -> np.ndarray:
     return out
 
 
+def _ious(masks: np.ndarray, truths: np.ndarray) -> np.ndarray:
+    """Silhouette IoU per episode and step: [N, H] from two [N, H, S, S] mask stacks."""
+    return np.array([[iou(m, t) for m, t in zip(ms, ts)] for ms, ts in zip(masks, truths)])
+
+
 def clip_metrics(pred: np.ndarray, clips: PhysicsClips) -> dict[str, np.ndarray]:
     """Per episode and step [N, H]: PSNR (dB), SSIM, silhouette IoU, boundary distance (px)."""
     truth = clips.frames[:, 1:]
@@ -73,7 +78,7 @@ def clip_metrics(pred: np.ndarray, clips: PhysicsClips) -> dict[str, np.ndarray]
     masks = _silhouettes(pred, clips)
     true_masks = clips.target[:, 1:]
     visible = clips.target[:, 0].any(axis=(1, 2))
-    ious = np.array([[iou(m, t) for m, t in zip(ms, ts)] for ms, ts in zip(masks, true_masks)])
+    ious = _ious(masks, true_masks)
     dists = np.array([[boundary_distance(m, t) for m, t in zip(ms, ts)] for ms, ts in zip(masks, true_masks)])
     ious[~visible], dists[~visible] = np.nan, np.nan
     return {"psnr": psnr(a, b).numpy(), "ssim": ssim(a, b).numpy(), "iou": ious, "boundary_px": dists}
@@ -96,7 +101,7 @@ def probe_clips(predict: Predictor, clips: PhysicsClips) -> tuple[dict, np.ndarr
     pred = predict(clips.frames)
     ceiling = _silhouettes(clips.frames[:, 1:], clips)
     visible = clips.target[:, 0].any(axis=(1, 2))
-    ceiling_iou = np.array([[iou(m, t) for m, t in zip(ms, ts)] for ms, ts in zip(ceiling, clips.target[:, 1:])])
+    ceiling_iou = _ious(ceiling, clips.target[:, 1:])
     ceiling_iou[~visible] = np.nan
     report = {"model": summarise(clip_metrics(pred, clips)),
               "still": summarise(clip_metrics(still_frames(clips), clips)),
@@ -140,14 +145,11 @@ def counterfactual(predict: Predictor, scene: str, seeds: list[int], horizon: in
     a, b = _crop(a, branch, horizon), _crop(b, branch, horizon)
     ma, mb = _silhouettes(predict(a.frames), a), _silhouettes(predict(b.frames), a)
     ta, tb = a.target[:, 1:], b.target[:, 1:]
-
-    def per_step(x, y):
-        return np.array([[iou(p, q) for p, q in zip(xs, ys)] for xs, ys in zip(x, y)])
     visible = a.target[:, 0].any(axis=(1, 2))
-    scores = {"own_iou": (per_step(ma, ta) + per_step(mb, tb)) / 2,
-              "cross_iou": (per_step(ma, tb) + per_step(mb, ta)) / 2,
-              "physics_divergence": 1 - per_step(ta, tb),
-              "model_divergence": 1 - per_step(ma, mb)}
+    scores = {"own_iou": (_ious(ma, ta) + _ious(mb, tb)) / 2,
+              "cross_iou": (_ious(ma, tb) + _ious(mb, ta)) / 2,
+              "physics_divergence": 1 - _ious(ta, tb),
+              "model_divergence": 1 - _ious(ma, mb)}
     for v in scores.values():
         v[~visible] = np.nan
     report = summarise(scores)
