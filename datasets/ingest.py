@@ -112,18 +112,15 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
             for k, (a, b) in enumerate(spans):
                 writer.add(ep.name if len(spans) == 1 else f"{ep.name}#{k}", frames[a:b],
                            actions=None if actions is None else actions[a:b])
-    except BaseException:
-        if writer is not None:        # an error or Ctrl-C: keep the whole episodes read so far
+    finally:
+        if writer is not None:        # also on an error or Ctrl-C: keep the whole episodes read so far
             for name, reason in skipped:
                 writer.skip(name, reason)
-            writer.close()
-        raise
+            manifest = writer.close()
     if writer is None:
         why = f" ({len(skipped)} skipped, e.g. {skipped[0][1]})" if skipped else ""
         raise NoEpisodesError(f"{path}: the source yielded no usable episodes{why}")
-    for name, reason in skipped:
-        writer.skip(name, reason)
-    return writer.close()
+    return manifest
 
 
 def summary(manifest: dict, out: str | Path) -> str:
@@ -164,3 +161,9 @@ def ingest_sliced(source: str, path: str, out: str, *, workers: int = 1, num_sha
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             results = list(pool.map(_ingest_slice, jobs))
     return [r for r in results if r is not None]
+
+
+def job_options(cfg) -> dict:
+    """The ingest_sliced settings of an `IngestJob` config shared by every source."""
+    return {k: cfg[k] for k in ("workers", "num_shards", "shard_index", "fps", "resolution", "episode_frames",
+                                "shard_frames", "crop", "progress", "on_error", "min_frames")}

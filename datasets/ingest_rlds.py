@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from robo_genie.datasets.ingest import ingest_sliced, summary
+from robo_genie.datasets.ingest import ingest_sliced, job_options, summary
 from robo_genie.datasets.loader import MIXTURE_FILE
 from robo_genie.datasets.oxe import MIXTURES, lookup
 from robo_genie.datasets.shards import write_json_atomic
@@ -39,11 +39,8 @@ def ingest_known(cfg) -> dict:
         else:                       # one dataset: path= is the dataset directory itself, if given
             path, target = cfg.path or d.path, out
         print(f"{d.name}: {path} (camera {cfg.image_key or d.image_key}, {d.fps:g} Hz)")
-        manifests = ingest_sliced("rlds", path, str(target), workers=cfg.workers, num_shards=cfg.num_shards,
-                                  shard_index=cfg.shard_index, fps=cfg.fps, resolution=cfg.resolution,
-                                  episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, crop=cfg.crop,
-                                  progress=cfg.progress, camera=cfg.image_key or d.image_key, on_error=cfg.on_error,
-                                  min_frames=cfg.min_frames, source_options={"split": cfg.split, "fps": d.fps})
+        manifests = ingest_sliced("rlds", path, str(target), **job_options(cfg), camera=cfg.image_key or d.image_key,
+                                  source_options={"split": cfg.split, "fps": d.fps})
         for manifest in manifests:
             print(summary(manifest, target))
         written.append({"path": d.name, "weight": weight})

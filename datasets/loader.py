@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from robo_genie.datasets.shards import FrameShards, ShardError
+from robo_genie.datasets.shards import MANIFEST, FrameShards, ShardError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
@@ -62,7 +62,7 @@ MIXTURE_FILE = "mixture.json"
 def is_mixture(root: str | Path) -> bool:
     """A mixture.json, or a folder of ingest slices without a manifest of its own."""
     root = Path(root)
-    return (root / MIXTURE_FILE).is_file() or (not (root / "manifest.json").is_file() and bool(_slices(root)))
+    return (root / MIXTURE_FILE).is_file() or (not (root / MANIFEST).is_file() and bool(_slices(root)))
 
 
 class MixtureClipDataset(Dataset):
@@ -101,7 +101,7 @@ class MixtureClipDataset(Dataset):
 
 
 def _slices(root: Path) -> list[Path]:
-    return sorted(d for d in Path(root).glob("slice_*") if (d / "manifest.json").is_file())
+    return sorted(d for d in Path(root).glob("slice_*") if (d / MANIFEST).is_file())
 
 
 class WeightedResumableSampler(Sampler[int]):
@@ -109,18 +109,18 @@ class WeightedResumableSampler(Sampler[int]):
     of epoch k (epochs as long as the dataset) depends only on (seed, k, p), so resuming is exact."""
 
     def __init__(self, offsets: np.ndarray, weights: np.ndarray, seed: int, start: int = 0):
-        self.offsets, self.seed, self.start = offsets, seed, start
+        self.offsets, self.seed, self.start = torch.tensor(offsets), seed, start
         self.weights = torch.tensor(weights / weights.sum())
         self.n = int(offsets[-1])
 
     def __iter__(self) -> Iterator[int]:
         epoch, pos = divmod(self.start, self.n)
-        sizes = torch.tensor(np.diff(self.offsets))
+        sizes = self.offsets.diff()
         while True:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             part = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
             local = (torch.rand(self.n, generator=g, dtype=torch.float64) * sizes[part]).long()
-            yield from (torch.tensor(self.offsets)[part] + local)[pos:].tolist()
+            yield from (self.offsets[part] + local)[pos:].tolist()
             epoch, pos = epoch + 1, 0
 
 

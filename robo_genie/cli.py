@@ -72,13 +72,10 @@ def _ingest(cfg) -> None:
         manifest = pretokenize(cfg.path, cfg.tokenize_with, cfg.out, device=cfg.device, progress=cfg.progress)
         print(f"wrote tokens of {len(manifest['episodes'])} episodes to {cfg.out}")
         return
-    from robo_genie.datasets.ingest import ingest_sliced, summary
+    from robo_genie.datasets.ingest import ingest_sliced, job_options, summary
     options = {"split": cfg.split} if cfg.source == "rlds" else {}
-    manifests = ingest_sliced(cfg.source, cfg.path, cfg.out, workers=cfg.workers, num_shards=cfg.num_shards,
-                              shard_index=cfg.shard_index, fps=cfg.fps, resolution=cfg.resolution,
-                              episode_frames=cfg.episode_frames, shard_frames=cfg.shard_frames, crop=cfg.crop,
-                              progress=cfg.progress, camera=cfg.image_key if cfg.source == "rlds" else cfg.camera,
-                              on_error=cfg.on_error, min_frames=cfg.min_frames, source_options=options)
+    manifests = ingest_sliced(cfg.source, cfg.path, cfg.out, **job_options(cfg), source_options=options,
+                              camera=cfg.image_key if cfg.source == "rlds" else cfg.camera)
     for manifest in manifests:
         print(summary(manifest, cfg.out))
 

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from robo_genie.sim.scenes import CAMERAS, COUNTERPART, PINCH, RIGID_SHAPES, SCENES, scene_xml
+from robo_genie.sim.scenes import CAMERAS, PINCH, RIGID_SHAPES, scene_xml
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -319,9 +319,3 @@ class ArmSim:
         """Where the commanded (mocap) fingertips are; the arm lags it by the weld's stiffness."""
         return self.data.mocap_pos[0] - [0, 0, PINCH]
 
-
-def counterpart_shape(scene: str) -> str | None:
-    """The rigid shape that matches a deformable scene (None for the rigid scene itself)."""
-    if scene not in SCENES:
-        raise ValueError(f"unknown scene {scene!r}; available: {', '.join(SCENES)}")
-    return COUNTERPART.get(scene)

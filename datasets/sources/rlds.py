@@ -74,6 +74,13 @@ def _action_layout(action_feature) -> list[tuple[str, int]]:
     return layout
 
 
+def _flat_action(action, layout: list[tuple[str, int]]) -> np.ndarray:
+    """One step's action (a dict of named vectors, or one vector) as a flat float vector."""
+    if not isinstance(action, dict):
+        return np.asarray(action, np.float32).reshape(-1)
+    return np.concatenate([np.asarray(action[name], np.float32).reshape(-1) for name, _ in layout])
+
+
 class _Reader:
     """The TensorFlow side, run in its own process (see RLDSSource)."""
 
@@ -120,11 +127,7 @@ class _Reader:
             tfds_id = tfds_id.decode() if isinstance(tfds_id, bytes) else str(tfds_id)
             steps = list(episode["steps"])
             images = [bytes(_get(step, self.camera)) for step in steps]
-            actions = None
-            if self.layout:
-                actions = np.stack([np.concatenate([np.asarray(s["action"][n] if isinstance(s["action"], dict)
-                                                               else s["action"], np.float32).reshape(-1)
-                                                    for n, _ in self.layout]) for s in steps])
+            actions = np.stack([_flat_action(s["action"], self.layout) for s in steps]) if self.layout else None
             yield tfds_id, images, actions
 
 
