@@ -1,6 +1,6 @@
 """`robo-genie bench ...`: speed measured as JSON, with the hardware it ran on.
 
-bench data: see robo_genie/bench_data.py.
+bench data: see robo_genie/bench_data.py. bench train: see robo_genie/bench_train.py.
 
 bench sim: MuJoCo episodes rendered per second, per worker count (each count renders the same
 episodes into a scratch folder; the median of `repeats` runs is reported).
@@ -65,10 +65,13 @@ def bench_sim(scene: str, episodes: int, episode_len: int, resolution: int, work
 
 
 def run_bench(cfg) -> dict:
-    if cfg.what not in ("sim", "data"):
-        raise ValueError(f"robo-genie bench: unknown benchmark {cfg.what!r}; available: sim, data")
+    if cfg.what not in ("sim", "data", "train"):
+        raise ValueError(f"robo-genie bench: unknown benchmark {cfg.what!r}; available: sim, data, train")
     if cfg.what == "sim":
         result = bench_sim(cfg.scene, cfg.episodes, cfg.episode_len, cfg.resolution, list(cfg.workers), cfg.repeats)
+    elif cfg.what == "train":
+        from robo_genie.bench_train import bench_train
+        result = bench_train(cfg)
     else:
         from robo_genie.bench_data import bench_data
         result = bench_data(cfg)
@@ -81,7 +84,7 @@ def run_bench(cfg) -> dict:
         for r in result["results"]:
             print(f"{cfg.scene}: {r['workers']} worker(s): {r['episodes_per_s']} episodes/s "
                   f"({r['episodes_per_s_per_worker']} per worker, {r['frames_per_s']} frames/s)")
-    else:
+    elif cfg.what == "data":
         for r in result["ingest"]:
             print(f"ingest: {r['workers']} worker(s): {r['frames_per_s']} frames/s ({r['frames_per_s_per_worker']} per worker)")
         for r in result["loader"]:

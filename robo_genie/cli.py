@@ -29,6 +29,7 @@ commands:
   bench     speed, as JSON with the hardware named
             robo-genie bench sim scene=cloth episodes=16 workers=1,2 out=bench_sim.json
             robo-genie bench data out=bench_data.json
+            robo-genie bench train model=tiny precisions=fp32,bf16 compile=false,true out=bench_train.json
 
 `robo-genie COMMAND --help` prints that command's config with its defaults.
 """
@@ -143,10 +144,23 @@ COMMANDS: dict[str, tuple[str, Callable]] = {
 }
 
 
-def _list_value(override: str) -> str:
-    """`actions=0,3,3,1` -> `actions=[0,3,3,1]`: Hydra would read bare commas as a sweep."""
+def _list_keys(config_name: str) -> set[str]:
+    """Top-level settings of a job that hold lists (`workers`, `actions`, ...)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from robo_genie.config import register_configs
+
+    register_configs()
+    node = ConfigStore.instance().load(f"{config_name}.yaml").node
+    return {k for k in node if k != "defaults" and OmegaConf.is_list(node._get_node(k))}
+
+
+def _list_value(override: str, list_keys: set[str] = frozenset()) -> str:
+    """`actions=0,3,3,1` -> `actions=[0,3,3,1]` (Hydra would read bare commas as a sweep), and
+    `workers=2` -> `workers=[2]` for a setting that holds a list."""
     key, value = override.split("=", 1)
-    if "," in value and value[:1] not in "[('\"":
+    if value[:1] not in "[('\"" and ("," in value or key in list_keys):
         return f"{key}=[{value}]"
     return override
 
@@ -161,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"robo-genie: unknown command {command!r}\n\n{USAGE}")
     config_name, run = COMMANDS[command]
     words = [a for a in rest if "=" not in a and not a.startswith("-")]
-    overrides = [_list_value(a) for a in rest if "=" in a]
+    list_keys = _list_keys(config_name)
+    overrides = [_list_value(a, list_keys) for a in rest if "=" in a]
     if len(words) > 1:
         raise SystemExit(f"robo-genie {command}: unexpected words {words}; settings are key=value")
     if words:

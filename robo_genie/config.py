@@ -71,6 +71,9 @@ class DynamicsConfig:
     change_weight: float = 20.0       # extra loss weight on tokens that changed since the last frame
     action_every_block: bool = False  # add the action embedding at every block's input, not only the first
     prev_frame_input: bool = False    # frame t's token at each position also enters frame t+1's input
+    target_smoothing: float = 0.0     # soft targets over codes near the true one (squared code distance scale)
+    copy_radius: int | None = None    # logit bonuses for the last frame's tokens within this many positions (None: off)
+    token_embedding: str = "learned"  # learned (a row per code) | codebook (projected tokenizer codes, tied output)
 
 
 @dataclass
@@ -255,7 +258,9 @@ class SimJob:
 
 @dataclass
 class BenchJob:
-    what: str = "sim"                 # sim | data
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"model": "tiny"}])
+    model: ModelConfig = MISSING      # train: the model size whose parts are timed
+    what: str = "sim"                 # sim | data | train
     scene: str = "cloth"              # sim
     episodes: int = 16
     episode_len: int = 32             # data: frames per synthetic video episode
@@ -264,10 +269,16 @@ class BenchJob:
     repeats: int = 3
     out: str = "bench.json"
     source: str = "video_folder"      # data: what the ingest reads: video_folder | rlds (needs the [rlds] extra)
-    clip_len: int = 16                # data: loader clips
-    batch_size: int = 8               # data
+    clip_len: int = 16                # data: loader clips; train: frames per clip
+    batch_size: int = 8               # data, train
     loader_workers: list[int] = field(default_factory=lambda: [0, 2])   # data: DataLoader workers
     batches: int = 50                 # data: timed batches per run
+    parts: list[str] = field(default_factory=lambda: ["tokenizer", "lam", "dynamics"])   # train
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16"])              # train: fp32 | bf16 (autocast)
+    compile: list[bool] = field(default_factory=lambda: [False])                         # train: torch.compile
+    device: str = "auto"              # train
+    warmup_steps: int = 3             # train: untimed steps first (compilation happens here)
+    timed_steps: int = 10             # train
 
 
 @dataclass

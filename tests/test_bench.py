@@ -19,7 +19,7 @@ def test_bench_sim_writes_rates_per_worker_count_and_the_hardware(tmp_path):
 
 
 def test_unknown_benchmark_is_named(tmp_path):
-    with pytest.raises(SystemExit, match="available: sim, data"):
+    with pytest.raises(SystemExit, match="available: sim, data, train"):
         main(["bench", "gpu", f"out={tmp_path / 'x.json'}"])
 
 
@@ -39,3 +39,24 @@ def test_bench_data_measures_ingest_loader_and_formats_and_estimates_gpu_demand(
     assert "ESTIMATE" in r["consumption_note"]
     v = r["verdict"]["small"]
     assert v["bottleneck"] == (v["loader_clips_per_s_one_rank_here"] < v["needs_clips_per_s_per_gpu (estimate)"])
+
+
+def test_bench_train_times_each_part_and_precision_on_its_own_token_grid(tmp_path):
+    out = tmp_path / "train.json"
+    # precisions=fp32 (one value, no brackets) is read as a one-element list
+    main(["bench", "train", "model.image_size=32", "parts=lam,dynamics", "precisions=fp32", "batch_size=2",
+          "clip_len=3", "warmup_steps=1", "timed_steps=2", "device=cpu", f"out={out}"])
+    r = json.loads(out.read_text())
+    rows = {row["part"]: row for row in r["results"]}
+    assert set(rows) == {"lam", "dynamics"} and r["model"] == "tiny"
+    # tiny: LAM patch 8, tokenizer patch 4 -> 16 and 64 tokens per 32x32 frame
+    assert rows["lam"]["tokens_per_step"] == 2 * 3 * 16
+    assert rows["dynamics"]["tokens_per_step"] == 2 * 3 * 64
+    for row in rows.values():
+        assert len(row["step_s"]) == 2 and row["median_step_s"] > 0 and row["speedup_vs_fp32_eager"] == 1.0
+        assert row["tokens_per_s"] == pytest.approx(row["tokens_per_step"] / row["median_step_s"], rel=0.01)
+
+
+def test_bench_train_names_an_unknown_part(tmp_path):
+    with pytest.raises(SystemExit, match="unknown \\['vae'\\]"):
+        main(["bench", "train", "parts=vae", "device=cpu", f"out={tmp_path / 'x.json'}"])

@@ -83,8 +83,9 @@ def test_lam_decoder_is_causal_and_sees_the_future_only_through_actions(micro_cf
     assert not torch.allclose(lam.decode(v[:, :-1], fixed), lam.decode(v[:, :-1], fixed + 1), atol=1e-4)
 
 
-def test_dynamics_is_causal_in_tokens_and_actions(micro_cfg):
-    dyn = build_part("dynamics", micro_cfg).eval()
+@pytest.mark.parametrize("variant", ["plain", "codebook_copy"])
+def test_dynamics_is_causal_in_tokens_and_actions(micro_cfg, variant):
+    dyn = _dynamics(micro_cfg, variant).eval()
     tokens = torch.randint(0, 64, (2, 4, 64))
     actions = torch.randint(0, 4, (2, 3))
     logits = dyn.logits(tokens, actions)
@@ -107,6 +108,30 @@ def test_dynamics_training_loss_only_on_masked_tokens(micro_cfg):
     assert 0.0 <= float(m["masked_acc"]) <= 1.0
 
 
+def test_copy_bonus_points_at_the_previous_frames_neighbours(micro_cfg):
+    """With copy_radius=1, a gate on offset (0, -1) raises exactly the logit of the token that
+    stood one position to the left in the frame before (and nothing where that is off the grid)."""
+    dyn = _dynamics(micro_cfg, "codebook_copy").eval()
+    k = dyn.copy_offsets.index((0, -1))
+    with torch.no_grad():
+        dyn.copy_gate.weight.zero_()
+        dyn.copy_gate.bias.zero_()
+        dyn.copy_gate.bias[k] = 50.0
+    g = dyn.grid
+    prev = torch.randperm(64)[: g * g].reshape(1, 1, g * g)           # distinct tokens
+    tokens = torch.cat([prev, torch.full_like(prev, dyn.mask_id)], 1)
+    pred = dyn.logits(tokens, torch.zeros(1, 1, dtype=torch.long))[0, 1].argmax(-1).reshape(g, g)
+    assert torch.equal(pred[:, 1:], prev.reshape(g, g)[:, :-1])
+
+
+def test_soft_targets_favour_codes_near_the_true_one(micro_cfg):
+    dyn = _dynamics(micro_cfg, "codebook_copy")
+    target = dyn._targets(torch.tensor([5]))[0]
+    dist = (dyn.codebook - dyn.codebook[5]).pow(2).sum(-1)
+    assert torch.isclose(target.sum(), torch.tensor(1.0)) and target.argmax() == 5
+    assert target[dist.argsort()[1]] > target[dist.argsort()[-1]]
+
+
 def test_maskgit_sampling_fills_every_token_and_is_seeded(micro_cfg):
     dyn = build_part("dynamics", micro_cfg).eval()
     ctx = torch.randint(0, 64, (2, 2, 64))
@@ -117,15 +142,30 @@ def test_maskgit_sampling_fills_every_token_and_is_seeded(micro_cfg):
     assert a.min() >= 0 and a.max() < 64            # no [MASK] left
 
 
-@pytest.mark.parametrize("variant", ["plain", "action_every_block", "prev_frame_input"])
+DYNAMICS_VARIANTS = {
+    "plain": {},
+    "action_every_block": {"action_every_block": True},
+    "prev_frame_input": {"prev_frame_input": True},
+    "codebook_copy": {"token_embedding": "codebook", "copy_radius": 1, "target_smoothing": 0.1,
+                      "prev_frame_input": True},
+}
+
+
+def _dynamics(micro_cfg, variant: str):
+    cfg = micro_cfg.copy()
+    cfg.dynamics.update(DYNAMICS_VARIANTS[variant])
+    dyn = build_part("dynamics", cfg)
+    if cfg.dynamics.token_embedding == "codebook":
+        dyn.set_codebook(torch.randn(64, cfg.tokenizer.code_dim))
+    return dyn
+
+
+@pytest.mark.parametrize("variant", list(DYNAMICS_VARIANTS))
 @pytest.mark.parametrize("t", [1, 3])
 def test_cached_next_frame_logits_equal_the_full_pass(micro_cfg, t, variant):
     """Sampling reuses the context's temporal keys/values; from a one-frame prompt (as play
     starts) and from longer contexts, it must see exactly what the full causal pass sees."""
-    cfg = micro_cfg.copy()
-    if variant != "plain":
-        cfg.dynamics[variant] = True
-    dyn = build_part("dynamics", cfg).eval()
+    dyn = _dynamics(micro_cfg, variant).eval()
     ctx, acts = torch.randint(0, 64, (2, t, 64)), torch.randint(0, 4, (2, t))
     frame = torch.randint(0, 64, (2, 64)).masked_fill(torch.rand(2, 64) < 0.5, dyn.mask_id)
     with torch.no_grad():

@@ -14,7 +14,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow.parquet as pq
 from robo_genie.datasets.sources.base import IngestError, RawEpisode
@@ -113,6 +112,7 @@ def _lazy_frames(video: Path, start: float, timestamps: np.ndarray, tolerance: f
 def _frames_at(path: Path, times: np.ndarray, tolerance: float, what: str) -> list[np.ndarray]:
     """The decoded frames of `path` nearest to each of `times` (seconds); an error names the file when
     one is further than `tolerance` away (a truncated video, or metadata that does not match it)."""
+    import av  # imported where videos are read: the rest of the CLI runs without PyAV
     if not path.is_file():
         raise IngestError(f"{what}: video {path} is listed in the metadata but missing")
     got_t, got = [], []

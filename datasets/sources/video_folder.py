@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 from robo_genie.datasets.sources.base import IngestError, RawEpisode
@@ -55,6 +54,7 @@ def _failing(error: IngestError) -> Iterator[tuple[float, np.ndarray]]:
 
 
 def _video_fps(path: Path) -> float | None:
+    import av  # imported where videos are read: the rest of the CLI runs without PyAV
     try:
         with av.open(str(path)) as container:
             rate = container.streams.video[0].average_rate if container.streams.video else None
@@ -65,6 +65,7 @@ def _video_fps(path: Path) -> float | None:
 
 
 def _video_frames(path: Path) -> Iterator[tuple[float, np.ndarray]]:
+    import av  # imported where videos are read: the rest of the CLI runs without PyAV
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

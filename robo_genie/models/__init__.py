@@ -20,5 +20,5 @@ def build_part(name: str, model_cfg):
     if name == "dynamics":
         grid = m.image_size // m.tokenizer.patch
         return DynamicsModel(m.dynamics, m.tokenizer.codebook_size, m.lam.num_actions, grid * grid,
-                             m.max_frames)
+                             m.max_frames, m.tokenizer.code_dim)
     raise ValueError(f"unknown part {name!r}; expected one of {PARTS}")

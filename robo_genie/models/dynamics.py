@@ -20,20 +20,105 @@ from robo_genie.models.st_transformer import STTransformer
 
 class DynamicsModel(nn.Module):
     def __init__(self, cfg: DynamicsConfig, codebook_size: int, num_actions: int, num_spatial: int,
-                 max_frames: int):
+                 max_frames: int, code_dim: int = 32):
         super().__init__()
         self.cfg, self.codebook_size = cfg, codebook_size
         d = cfg.net.dim
         self.mask_id = codebook_size                       # one extra embedding row: [MASK]
-        self.token_emb = nn.Embedding(codebook_size + 1, d)
+        if cfg.token_embedding not in ("learned", "codebook"):
+            raise ValueError(f"dynamics.token_embedding={cfg.token_embedding!r}: expected learned or codebook")
+        if cfg.target_smoothing > 0 and cfg.token_embedding != "codebook":
+            raise ValueError("dynamics.target_smoothing needs dynamics.token_embedding=codebook (the code vectors)")
+        if cfg.token_embedding == "codebook":
+            # Every code is embedded as a learned projection of its tokenizer code vector, and the
+            # output logits score the same embeddings (tied). Codes that decode alike start alike,
+            # and copying or shifting content does not have to be learned code by code: with a
+            # separate row per code, most of the 2048 rows see a handful of updates in a CPU run.
+            self.register_buffer("codebook", torch.zeros(codebook_size, code_dim))
+            self.code_proj = nn.Linear(code_dim, d)
+            self.mask_emb = nn.Parameter(torch.randn(1, d) * 0.02)
+            self.out_proj = nn.Linear(d, d)
+            self.out_bias = nn.Parameter(torch.zeros(codebook_size))
+        else:
+            self.token_emb = nn.Embedding(codebook_size + 1, d)
+            self.head = nn.Linear(d, codebook_size)
         self.action_emb = nn.Embedding(num_actions, d)
         # Frame t's token at the same position, embedded into frame t+1's input (row mask_id:
         # none, for the first frame). Then "what was next to me" is one spatial attention away,
-        # rather than a spatial step in frame t followed by a temporal step.
-        self.prev_emb = nn.Embedding(codebook_size + 1, d) if cfg.prev_frame_input else None
+        # rather than a spatial step in frame t followed by a temporal step. With codebook
+        # embeddings it is the shared code embedding through its own linear map.
+        self.prev_emb = self.prev_proj = None
+        if cfg.prev_frame_input and cfg.token_embedding == "codebook":
+            self.prev_proj = nn.Linear(d, d)
+        elif cfg.prev_frame_input:
+            self.prev_emb = nn.Embedding(codebook_size + 1, d)
+        self.copy_gate = None
+        if cfg.copy_radius is not None:
+            r = cfg.copy_radius
+            self.grid = math.isqrt(num_spatial)
+            self.copy_offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+            self.copy_gate = nn.Linear(d, len(self.copy_offsets))
+            nn.init.zeros_(self.copy_gate.weight)
+            with torch.no_grad():   # start out copying the same position
+                self.copy_gate.bias.copy_(torch.tensor([2.0 if o == (0, 0) else 0.0 for o in self.copy_offsets]))
         self.net = STTransformer(d, cfg.net.depth, cfg.net.heads, num_spatial, max_frames,
                                  cfg.net.mlp_ratio)
-        self.head = nn.Linear(d, codebook_size)
+
+    def set_codebook(self, codebook: torch.Tensor) -> None:
+        """Copy the frozen tokenizer's code vectors [V, code_dim] (token_embedding=codebook); they
+        are then part of this model's state, so a bundle's dynamics part stands on its own."""
+        self.codebook.copy_(codebook.detach().float())
+
+    def _table(self) -> torch.Tensor:
+        """Input embeddings of the V codes and [MASK]: [V + 1, D]."""
+        if self.cfg.token_embedding == "codebook":
+            return torch.cat([self.code_proj(self.codebook), self.mask_emb])
+        return self.token_emb.weight
+
+    def _logits(self, hidden: torch.Tensor, sources: torch.Tensor | None) -> torch.Tensor:
+        """hidden [..., D], the previous frame's tokens around each position [..., K] (see
+        `_copy_sources`) -> logits [..., V]."""
+        if self.cfg.token_embedding == "codebook":
+            logits = self.out_proj(hidden) @ self.code_proj(self.codebook).T + self.out_bias
+        else:
+            logits = self.head(hidden)
+        if self.copy_gate is None:
+            return logits
+        # Most tokens of a robot video do not change from one frame to the next, and those that do
+        # mostly take a neighbour's old token (things move): per-position logit bonuses, predicted
+        # from the hidden state, for "the token that was at offset k" make copying the default
+        # from the first step and turn a move into a choice among K offsets, not among V codes.
+        bonus = self.copy_gate(hidden).to(logits.dtype) * (sources != self.mask_id)
+        return logits.scatter_add(-1, sources.clamp(max=self.codebook_size - 1), bonus)
+
+    def _copy_sources(self, frames: torch.Tensor) -> torch.Tensor | None:
+        """frames [B, T, S] -> the tokens at each position's K offsets in the frame before
+        [B, T, S, K] (mask_id off the grid and for the first frame); None without copy_radius."""
+        if self.copy_gate is None:
+            return None
+        b, t, s = frames.shape
+        r, g = self.cfg.copy_radius, self.grid
+        prev = self._prev_tokens(frames).reshape(b, t, g, g)
+        padded = F.pad(prev, (r, r, r, r), value=self.mask_id)
+        shifted = [padded[:, :, r + dy:r + dy + g, r + dx:r + dx + g] for dy, dx in self.copy_offsets]
+        return torch.stack(shifted, -1).reshape(b, t, s, -1)
+
+    def _targets(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy target for true tokens [N]: the tokens themselves, or with
+        target_smoothing > 0 a distribution over the codes that falls off with squared distance
+        to the true code's vector (scale target_smoothing). A VQ codebook holds many near-duplicate
+        codes; which of them a patch lands on is close to a coin toss, and a one-hot target makes
+        that toss the thing to learn."""
+        if self.cfg.target_smoothing <= 0:
+            return tokens
+        code = self.codebook[tokens]                                           # [N, code_dim]
+        dist = (code.pow(2).sum(-1, keepdim=True) - 2 * code @ self.codebook.T
+                + self.codebook.pow(2).sum(-1))                                # [N, V]
+        return F.softmax(-dist.clamp(min=0) / self.cfg.target_smoothing, dim=-1)
+
+    def _prev_tokens(self, known: torch.Tensor) -> torch.Tensor:
+        """known [B, T, S] -> frame t-1's tokens at frame t's positions (mask_id for the first)."""
+        return torch.cat([torch.full_like(known[:, :1], self.mask_id), known[:, :-1]], dim=1)
 
     def _action_embedding(self, actions: torch.Tensor) -> torch.Tensor:
         """actions [B, T-1] -> [B, T, 1, D]: a_{t-1} for frame t, zero for the first frame."""
@@ -42,7 +127,10 @@ class DynamicsModel(nn.Module):
         return torch.cat([first, act], dim=1)
 
     def _input(self, tokens: torch.Tensor, act: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
-        x = self.token_emb(tokens) + act
+        table = self._table()
+        x = F.embedding(tokens, table) + act
+        if self.prev_proj is not None:
+            return x + self.prev_proj(F.embedding(prev, table))
         return x if self.prev_emb is None else x + self.prev_emb(prev)
 
     def _hidden(self, tokens: torch.Tensor, actions: torch.Tensor, known: torch.Tensor,
@@ -51,15 +139,13 @@ class DynamicsModel(nn.Module):
         tokens: frame t-1 of it feeds frame t when prev_frame_input). a_{t-1} is added to every
         token of frame t (at the input, and with action_every_block at every block's input)."""
         act = self._action_embedding(actions)
-        prev = None
-        if self.prev_emb is not None:
-            prev = torch.cat([torch.full_like(known[:, :1], self.mask_id), known[:, :-1]], dim=1)
+        prev = self._prev_tokens(known) if self.cfg.prev_frame_input else None
         return self.net(self._input(tokens, act, prev), kv=kv,
                         cond=act if self.cfg.action_every_block else None)
 
     def logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """tokens [B, T, S] (mask_id where masked), actions [B, T-1] -> logits [B, T, S, V]."""
-        return self.head(self._hidden(tokens, actions, tokens))
+        return self._logits(self._hidden(tokens, actions, tokens), self._copy_sources(tokens))
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict]:
         b, t, s = tokens.shape
@@ -67,8 +153,9 @@ class DynamicsModel(nn.Module):
         mask = torch.rand(b, t, s, device=tokens.device) < rate
         mask[:, 0] = False                                  # the prompt frame is always given
         hidden = self._hidden(tokens.masked_fill(mask, self.mask_id), actions, tokens)
-        logits = self.head(hidden[mask])      # only where there is a target: ~1/3 of the tokens
-        ce = F.cross_entropy(logits.float(), tokens[mask], reduction="none")
+        sources = self._copy_sources(tokens)
+        logits = self._logits(hidden[mask], None if sources is None else sources[mask])      # only where there is a target: ~1/3 of the tokens
+        ce = F.cross_entropy(logits.float(), self._targets(tokens[mask]), reduction="none")
         # Tokens that differ from the same position one frame earlier carry the action's effect;
         # most tokens are static background, which would otherwise dominate the loss.
         changed = torch.zeros_like(mask)
@@ -93,7 +180,8 @@ class DynamicsModel(nn.Module):
         act = self.action_emb(action)[:, None, None]
         cond = act if self.cfg.action_every_block else None
         x = self._input(frame[:, None], act, last[:, None])
-        return self.head(self.net.step(x, kv, cond))[:, 0]
+        sources = self._copy_sources(torch.stack([last, frame], 1))
+        return self._logits(self.net.step(x, kv, cond), None if sources is None else sources[:, 1:])[:, 0]
 
     @torch.no_grad()
     def sample_next(self, context: torch.Tensor, actions: torch.Tensor, steps: int | None = None,

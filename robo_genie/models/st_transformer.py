@@ -15,6 +15,12 @@ from einops import rearrange
 from torch import nn
 
 
+def _norm_like(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """RMSNorm with its weight in x's dtype: under bf16 autocast q and k are bf16, and a float32
+    weight makes torch fall back from its fused kernel."""
+    return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with QK-norm (RMSNorm on queries and keys, for stable bf16)."""
 
@@ -32,7 +38,7 @@ class Attention(nn.Module):
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [N, L, D] -> q, k, v [N, heads, L, head_dim], with q and k normalised."""
         q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
-        return self.q_norm(q), self.k_norm(k), v
+        return _norm_like(self.q_norm, q), _norm_like(self.k_norm, k), v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
         y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)

@@ -1,0 +1,138 @@
+"""`robo-genie bench train`: training-step speed of each part, per precision and compile setting.
+
+Each case builds the part at the configured model size, feeds it one fixed synthetic batch (random
+frames for the tokenizer and LAM, random tokens and latent actions for the dynamics model: speed
+does not depend on the values), and times full steps (forward, backward, gradient clipping, AdamW)
+after warm-up steps (which also absorb torch.compile's compilation). Reported: the median step
+time, clips/s, tokens/s (frames x patches of the part's own grid), the peak GPU memory, and model
+TFLOP/s estimated as 6 x parameters x tokens per step (attention's own FLOPs left out).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from robo_genie.config import ModelConfig, StageTrainConfig
+from robo_genie.models import PARTS, build_part
+from robo_genie.training.loop import pixel_step, resolve_device
+from robo_genie.training.optim import make_optimizer
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def synthetic_batch(part: str, model_cfg, batch_size: int, clip_len: int, device: torch.device) -> dict:
+    g = torch.Generator().manual_seed(0)
+    if part == "dynamics":
+        grid = model_cfg.image_size // model_cfg.tokenizer.patch
+        tokens = torch.randint(0, model_cfg.tokenizer.codebook_size, (batch_size, clip_len, grid * grid), generator=g)
+        actions = torch.randint(0, model_cfg.lam.num_actions, (batch_size, clip_len - 1), generator=g)
+        return {"tokens": tokens.to(device), "actions": actions.to(device)}
+    size = model_cfg.image_size
+    frames = torch.randint(0, 256, (batch_size, clip_len, size, size, 3), dtype=torch.uint8, generator=g)
+    return {"frames": frames.to(device)}
+
+
+def tokens_per_clip(part: str, model_cfg, clip_len: int) -> int:
+    patch = model_cfg.lam.patch if part == "lam" else model_cfg.tokenizer.patch
+    return clip_len * (model_cfg.image_size // patch) ** 2
+
+
+def _step_fn(part: str):
+    if part == "dynamics":
+        return lambda model, batch: model(batch["tokens"], batch["actions"])
+    return pixel_step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_training_steps(part: str, model_cfg, *, batch_size: int, clip_len: int, precision: str,
+                        compile: bool, device: torch.device, warmup: int, steps: int) -> dict:
+    """One benchmark case; returns its row (step times in seconds)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    torch.manual_seed(0)
+    with torch.device(device):      # built in place: a 2.5B-parameter part never passes through host memory
+        model = build_part(part, model_cfg).train()
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = make_optimizer(model, StageTrainConfig())
+    step_fn = _step_fn(part)
+    forward = torch.compile(model) if compile else model
+    batch = synthetic_batch(part, model_cfg, batch_size, clip_len, device)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def one_step() -> None:
+        with autocast:
+            loss, _ = step_fn(forward, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        one_step()
+    _sync(device)
+    warmup_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        one_step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
+    tokens = batch_size * tokens_per_clip(part, model_cfg, clip_len)
+    row = {"part": part, "precision": precision, "compile": compile, "params": n_params,
+           "batch_size": batch_size, "clip_len": clip_len, "tokens_per_step": tokens,
+           "median_step_s": round(sec, 5), "step_s": [round(t, 5) for t in times],
+           "warmup_s": round(warmup_s, 2), "clips_per_s": round(batch_size / sec, 2),
+           "tokens_per_s": round(tokens / sec, 1),
+           "model_tflops_per_s (6ND estimate)": round(6 * n_params * tokens / sec / 1e12, 2)}
+    if device.type == "cuda":
+        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return row
+
+
+def bench_train(cfg) -> dict:
+    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg.model)
+    device = resolve_device(cfg.device)
+    unknown = [p for p in cfg.parts if p not in PARTS]
+    if unknown:
+        raise ValueError(f"parts={list(cfg.parts)}: unknown {unknown}; expected some of {', '.join(PARTS)}")
+    rows = []
+    for part in cfg.parts:
+        for precision in cfg.precisions:
+            for compile in cfg.compile:
+                try:
+                    row = time_training_steps(part, model_cfg, batch_size=cfg.batch_size, clip_len=cfg.clip_len,
+                                              precision=precision, compile=compile, device=device,
+                                              warmup=cfg.warmup_steps, steps=cfg.timed_steps)
+                except Exception as e:  # noqa: BLE001 - a failing case (compiler error, out of memory) is a result too
+                    last_line = (str(e).strip().splitlines() or [""])[-1][:300]
+                    row = {"part": part, "precision": precision, "compile": compile,
+                           "error": f"{type(e).__name__}: {last_line}"}
+                    print(f"{part} {precision}{' compiled' if compile else ''}: FAILED {row['error']}")
+                    rows.append(row)
+                    continue
+                finally:
+                    if device.type == "cuda":     # the finished case's model and optimizer are garbage now
+                        torch.cuda.empty_cache()
+                print(f"{part} {precision}{' compiled' if compile else ''}: {row['median_step_s'] * 1e3:.1f} ms/step, "
+                      f"{row['tokens_per_s']:.0f} tokens/s, {row['model_tflops_per_s (6ND estimate)']} TFLOP/s (6ND)"
+                      + (f", peak {row['peak_memory_gib']} GiB" if "peak_memory_gib" in row else ""))
+                rows.append(row)
+    timed = [r for r in rows if "error" not in r]
+    for r in timed:     # speed-up over the same part in fp32 eager
+        base = next((b for b in timed if b["part"] == r["part"] and b["precision"] == "fp32" and not b["compile"]), None)
+        r["speedup_vs_fp32_eager"] = None if base is None else round(base["median_step_s"] / r["median_step_s"], 2)
+    return {"benchmark": "train", "model": model_cfg.name, "device": str(device), "warmup_steps": cfg.warmup_steps,
+            "timed_steps": cfg.timed_steps, "note": "synthetic batches; step = forward + backward + clip + AdamW",
+            "results": rows}
