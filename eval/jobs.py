@@ -12,6 +12,13 @@ from robo_genie.eval.controllability import delta_t_psnr, held_out_clips
 from robo_genie.play import World
 
 
+def _save_json(out_dir: str, name: str, result: dict) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(result, indent=1))
+    return out / name
+
+
 def run_controllability(cfg: DictConfig) -> dict:
     if not cfg.data.path:
         raise ValueError("eval controllability needs data.path=SHARDS (frame shards of held-out episodes)")
@@ -20,13 +27,31 @@ def run_controllability(cfg: DictConfig) -> dict:
     clips = held_out_clips(cfg.data.path, cfg.t + 1, cfg.n_clips, cfg.seed)
     result = delta_t_psnr(world, clips, cfg.t, cfg.seed)
     result.update(bundle=str(cfg.bundle), data=str(cfg.data.path))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "controllability.json").write_text(json.dumps(result, indent=1))
+    path = _save_json(cfg.out, "controllability.json", result)
     print(f"ΔtPSNR (t={cfg.t}, {result['n_clips']} clips): {result['delta_t_psnr']:.3f} "
           f"(standard error {result['delta_t_psnr_sem']}) dB "
-          f"(inferred {result['psnr_inferred']:.2f}, random {result['psnr_random']:.2f}) -> "
-          f"{out / 'controllability.json'}")
+          f"(inferred {result['psnr_inferred']:.2f}, random {result['psnr_random']:.2f}) -> {path}")
+    return result
+
+
+def run_ceiling(cfg: DictConfig) -> dict:
+    """`robo-genie eval ceiling`: the ΔtPSNR a perfect dynamics model would reach with this bundle's
+    tokenizer on the embedded MuJoCo tabletop (see eval/ceiling.py)."""
+    from robo_genie.eval.ceiling import delta_t_psnr_ceiling
+
+    from robo_genie import bundle as bundle_io
+    from robo_genie.training.loop import resolve_device
+
+    device = resolve_device(cfg.device)
+    model_cfg = bundle_io.load_model_config(cfg.bundle)
+    tokenizer = bundle_io.load_part(cfg.bundle, "tokenizer", device, model_cfg).eval()
+    result = delta_t_psnr_ceiling(tokenizer, cfg.n_clips, cfg.t, model_cfg.image_size, cfg.seed, device)
+    result.update(bundle=str(cfg.bundle))
+    path = _save_json(cfg.out, "ceiling.json", result)
+    print(f"ΔtPSNR ceiling (t={cfg.t}, {result['n_states']} scenes): {result['delta_t_psnr_ceiling']:.3f} "
+          f"(standard error {result['delta_t_psnr_ceiling_sem']}) dB: true future coded "
+          f"{result['psnr_true_future']:.2f} dB, random future {result['psnr_random_future']:.2f}, "
+          f"prompt held {result['psnr_copy_prompt']:.2f} -> {path}")
     return result
 
 

@@ -23,6 +23,7 @@ commands:
             robo-genie play bundle=RUN/bundle prompt=IMAGE actions=0,3,3,1 out=ROLLOUT.gif
   eval      robo-genie eval controllability bundle=RUN/bundle data.path=SHARDS out=DIR
             robo-genie eval consistency bundle=RUN/bundle prompts=SHARDS_OR_IMAGES out=DIR
+            robo-genie eval ceiling bundle=RUN/bundle out=DIR   (a perfect dynamics model's ΔtPSNR, tabletop)
   sim       MuJoCo scenes: scripted robot video, and the deformable-object probe of a world model
             robo-genie sim generate scene=tabletop|cloth|rope|soft|rigid episodes=N workers=W out=SHARDS
             robo-genie sim probe bundle=RUN/bundle scene=all|cloth|rope|soft|rigid episodes=N horizon=H out=DIR
@@ -112,8 +113,8 @@ def _play(cfg) -> None:
 
 
 def _eval(cfg) -> None:
-    from robo_genie.eval.jobs import run_consistency, run_controllability
-    jobs = {"controllability": run_controllability, "consistency": run_consistency}
+    from robo_genie.eval.jobs import run_ceiling, run_consistency, run_controllability
+    jobs = {"controllability": run_controllability, "consistency": run_consistency, "ceiling": run_ceiling}
     if cfg.what not in jobs:
         raise SystemExit(f"robo-genie eval: unknown evaluation {cfg.what!r}; available: {', '.join(jobs)}")
     jobs[cfg.what](cfg)

@@ -85,6 +85,28 @@ class TabletopSim:
         self.renderer.update_scene(self.data, camera="front")
         return self.renderer.render().copy()
 
+    def _move(self, pos: np.ndarray, delta: np.ndarray) -> None:
+        for k in range(SUBSTEPS):            # move smoothly within the frame interval
+            self.data.mocap_pos[0] = pos + delta * (k + 1) / SUBSTEPS
+            self.mj.mj_step(self.model, self.data)
+
+    def futures(self, seed: int, sequences: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Episode `seed`'s first frame, and the frame reached from that same state after each
+        sequence of primitives (indices into PRIMITIVES; a step that would leave the workspace holds
+        still): counterfactual futures of one scene."""
+        self._randomise(np.random.default_rng(seed))
+        start = self.mj.MjData(self.model)
+        self.mj.mj_copyData(start, self.model, self.data)
+        first, ends = self._render(), []
+        for seq in sequences:
+            self.mj.mj_copyData(self.data, self.model, start)
+            for prim in seq:
+                pos = self.data.mocap_pos[0].copy()
+                delta = STEP_M * _DIRECTIONS[prim]
+                self._move(pos, delta if _inside(pos + delta) else 0 * delta)
+            ends.append(self._render())
+        return first, ends
+
     def episode(self, seed: int, length: int) -> Episode:
         rng = np.random.default_rng(seed)
         self._randomise(rng)
@@ -96,9 +118,7 @@ class TabletopSim:
                 options = [p for p in range(len(PRIMITIVES)) if _inside(pos + STEP_M * _DIRECTIONS[p])]
                 prim, left = int(rng.choice(options)), int(rng.integers(3, 7))
             delta = STEP_M * _DIRECTIONS[prim]
-            for k in range(SUBSTEPS):            # move smoothly within the frame interval
-                self.data.mocap_pos[0] = pos + delta * (k + 1) / SUBSTEPS
-                self.mj.mj_step(self.model, self.data)
+            self._move(pos, delta)
             frames.append(self._render())
             actions.append([*delta, 0.0, 0.0, 0.0, 1.0])
             labels.append(prim)
