@@ -60,6 +60,8 @@ def time_training_steps(part: str, model_cfg, *, batch_size: int, clip_len: int,
     torch.manual_seed(0)
     with torch.device(device):      # built in place: a 2.5B-parameter part never passes through host memory
         model = build_part(part, model_cfg).train()
+    if part == "lam":     # time the quantised steps, not the continuous warm-up that bypasses the VQ
+        model.train_steps.fill_(model_cfg.lam.continuous_warmup_steps)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = make_optimizer(model, StageTrainConfig())
     step_fn = _step_fn(part)
@@ -116,9 +118,9 @@ def bench_train(cfg) -> dict:
                                               precision=precision, compile=compile, device=device,
                                               warmup=cfg.warmup_steps, steps=cfg.timed_steps)
                 except Exception as e:  # noqa: BLE001 - a failing case (compiler error, out of memory) is a result too
-                    last_line = (str(e).strip().splitlines() or [""])[-1][:300]
+                    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
                     row = {"part": part, "precision": precision, "compile": compile,
-                           "error": f"{type(e).__name__}: {last_line}"}
+                           "error": f"{type(e).__name__}: {' '.join(lines[:2])[:300]}"}
                     print(f"{part} {precision}{' compiled' if compile else ''}: FAILED {row['error']}")
                     rows.append(row)
                     continue

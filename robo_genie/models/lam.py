@@ -31,11 +31,12 @@ def local_resample(frames: torch.Tensor, kernels: torch.Tensor, k: int, patch: i
     kern = kernels.reshape(b, t, h // patch, w // patch, 2 * k)
     kern = kern.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)   # per pixel
     ky, kx = kern[..., :k], kern[..., k:]
-    x = F.pad(frames.reshape(b * t, h, w, c).permute(0, 3, 1, 2), (r, r, r, r), mode="replicate")
+    # .contiguous(): a channels-last input to the replicate pad broke torch.compile's backward
+    x = F.pad(frames.reshape(b * t, h, w, c).permute(0, 3, 1, 2).contiguous(), (r, r, r, r), mode="replicate")
     x = x.permute(0, 2, 3, 1).reshape(b, t, h + 2 * r, w + 2 * r, c)
     rows = sum(kx[..., j:j + 1] * x[:, :, r:r + h, j:j + w] for j in range(k))    # horizontal pass
     # the vertical pass needs the horizontally resampled rows above and below each patch too
-    x = F.pad(rows.reshape(b * t, h, w, c).permute(0, 3, 1, 2), (0, 0, r, r), mode="replicate")
+    x = F.pad(rows.reshape(b * t, h, w, c).permute(0, 3, 1, 2).contiguous(), (0, 0, r, r), mode="replicate")
     x = x.permute(0, 2, 3, 1).reshape(b, t, h + 2 * r, w, c)
     return sum(ky[..., i:i + 1] * x[:, :, i:i + h] for i in range(k))
 

@@ -35,10 +35,16 @@ class Quantizer(nn.Module):
         if not self.training:
             idx = self.nearest(z)
             return self.lookup(idx).to(z.dtype), idx, z.new_zeros(())
+        q, idx, loss = self._train_step(z.float().reshape(1, -1, z.shape[-1]))
+        return q.reshape(*shape, -1).to(z.dtype), idx.reshape(shape), loss.sum()
+
+    # The library's training step (k-means init, EMA updates and dead-code restarts in place) stays
+    # eager under torch.compile: compiling it failed in inductor's partitioner (BENCHMARKS.md).
+    @torch.compiler.disable
+    def _train_step(self, z: torch.Tensor):
         # The quantiser runs in float32 under autocast: distances to the codebook need the range.
         with torch.autocast(device_type=z.device.type, enabled=False):
-            q, idx, loss = self.vq(z.float().reshape(1, -1, z.shape[-1]))
-        return q.reshape(*shape, -1).to(z.dtype), idx.reshape(shape), loss.sum()
+            return self.vq(z)
 
     @torch.no_grad()
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
