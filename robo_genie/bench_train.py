@@ -10,6 +10,7 @@ TFLOP/s estimated as 6 x parameters x tokens per step (attention's own FLOPs lef
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 
@@ -18,19 +19,21 @@ from omegaconf import OmegaConf
 
 from robo_genie.config import ModelConfig, StageTrainConfig
 from robo_genie.models import PARTS, build_part
-from robo_genie.training.loop import pixel_step, resolve_device
+from robo_genie.training.loop import dynamics_step_fn, pixel_step, resolve_device
 from robo_genie.training.optim import make_optimizer
 
 PRECISIONS = ("fp32", "bf16")
 
 
 def synthetic_batch(part: str, model_cfg, batch_size: int, clip_len: int, device: torch.device) -> dict:
+    """A batch as the loader gives it: frames, or for the dynamics model token shards' tokens and
+    latent actions (one per frame; the last is unused)."""
     g = torch.Generator().manual_seed(0)
     if part == "dynamics":
         grid = model_cfg.image_size // model_cfg.tokenizer.patch
         tokens = torch.randint(0, model_cfg.tokenizer.codebook_size, (batch_size, clip_len, grid * grid), generator=g)
-        actions = torch.randint(0, model_cfg.lam.num_actions, (batch_size, clip_len - 1), generator=g)
-        return {"tokens": tokens.to(device), "actions": actions.to(device)}
+        actions = torch.randint(0, model_cfg.lam.num_actions, (batch_size, clip_len), generator=g)
+        return {"tokens": tokens.to(device), "latent_actions": actions.to(device)}
     size = model_cfg.image_size
     frames = torch.randint(0, 256, (batch_size, clip_len, size, size, 3), dtype=torch.uint8, generator=g)
     return {"frames": frames.to(device)}
@@ -41,10 +44,10 @@ def tokens_per_clip(part: str, model_cfg, clip_len: int) -> int:
     return clip_len * (model_cfg.image_size // patch) ** 2
 
 
-def _step_fn(part: str):
-    if part == "dynamics":
-        return lambda model, batch: model(batch["tokens"], batch["actions"])
-    return pixel_step
+def step_fn(part: str):
+    """The training loop's own batch -> loss function for `part` (the dynamics model reads the
+    synthetic batch as token shards, so no tokenizer or LAM is needed)."""
+    return dynamics_step_fn(None, None, lam_window=0) if part == "dynamics" else pixel_step
 
 
 def _sync(device: torch.device) -> None:
@@ -64,7 +67,7 @@ def time_training_steps(part: str, model_cfg, *, batch_size: int, clip_len: int,
         model.train_steps.fill_(model_cfg.lam.continuous_warmup_steps)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = make_optimizer(model, StageTrainConfig())
-    step_fn = _step_fn(part)
+    loss_of = step_fn(part)
     forward = torch.compile(model) if compile else model
     batch = synthetic_batch(part, model_cfg, batch_size, clip_len, device)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -73,7 +76,7 @@ def time_training_steps(part: str, model_cfg, *, batch_size: int, clip_len: int,
 
     def one_step() -> None:
         with autocast:
-            loss, _ = step_fn(forward, batch)
+            loss, _ = loss_of(forward, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -103,6 +106,30 @@ def time_training_steps(part: str, model_cfg, *, batch_size: int, clip_len: int,
     return row
 
 
+def _case(part: str, precision: str, compile: bool, model_cfg, cfg, device: torch.device) -> dict:
+    """One case's row; a failing case (a compiler error, out of memory) is a result too."""
+    try:
+        return time_training_steps(part, model_cfg, batch_size=cfg.batch_size, clip_len=cfg.clip_len,
+                                   precision=precision, compile=compile, device=device,
+                                   warmup=cfg.warmup_steps, steps=cfg.timed_steps)
+    except Exception as e:  # noqa: BLE001 - reported in the row, the other cases still run
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        return {"part": part, "precision": precision, "compile": compile,
+                "error": f"{type(e).__name__}: {' '.join(lines[:2])[:300]}"}
+    finally:
+        if device.type == "cuda":     # the finished case's model and optimizer are garbage now
+            torch.cuda.empty_cache()
+
+
+def _describe(row: dict) -> str:
+    name = f"{row['part']} {row['precision']}{' compiled' if row['compile'] else ''}"
+    if "error" in row:
+        return f"{name}: FAILED {row['error']}"
+    peak = f", peak {row['peak_memory_gib']} GiB" if "peak_memory_gib" in row else ""
+    return (f"{name}: {row['median_step_s'] * 1e3:.1f} ms/step, {row['tokens_per_s']:.0f} tokens/s, "
+            f"{row['model_tflops_per_s (6ND estimate)']} TFLOP/s (6ND){peak}")
+
+
 def bench_train(cfg) -> dict:
     model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg.model)
     device = resolve_device(cfg.device)
@@ -110,27 +137,9 @@ def bench_train(cfg) -> dict:
     if unknown:
         raise ValueError(f"parts={list(cfg.parts)}: unknown {unknown}; expected some of {', '.join(PARTS)}")
     rows = []
-    for part in cfg.parts:
-        for precision in cfg.precisions:
-            for compile in cfg.compile:
-                try:
-                    row = time_training_steps(part, model_cfg, batch_size=cfg.batch_size, clip_len=cfg.clip_len,
-                                              precision=precision, compile=compile, device=device,
-                                              warmup=cfg.warmup_steps, steps=cfg.timed_steps)
-                except Exception as e:  # noqa: BLE001 - a failing case (compiler error, out of memory) is a result too
-                    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-                    row = {"part": part, "precision": precision, "compile": compile,
-                           "error": f"{type(e).__name__}: {' '.join(lines[:2])[:300]}"}
-                    print(f"{part} {precision}{' compiled' if compile else ''}: FAILED {row['error']}")
-                    rows.append(row)
-                    continue
-                finally:
-                    if device.type == "cuda":     # the finished case's model and optimizer are garbage now
-                        torch.cuda.empty_cache()
-                print(f"{part} {precision}{' compiled' if compile else ''}: {row['median_step_s'] * 1e3:.1f} ms/step, "
-                      f"{row['tokens_per_s']:.0f} tokens/s, {row['model_tflops_per_s (6ND estimate)']} TFLOP/s (6ND)"
-                      + (f", peak {row['peak_memory_gib']} GiB" if "peak_memory_gib" in row else ""))
-                rows.append(row)
+    for part, precision, compile in itertools.product(cfg.parts, cfg.precisions, cfg.compile):
+        rows.append(_case(part, precision, compile, model_cfg, cfg, device))
+        print(_describe(rows[-1]))
     timed = [r for r in rows if "error" not in r]
     for r in timed:     # speed-up over the same part in fp32 eager
         base = next((b for b in timed if b["part"] == r["part"] and b["precision"] == "fp32" and not b["compile"]), None)

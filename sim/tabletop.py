@@ -85,7 +85,8 @@ class TabletopSim:
         self.renderer.update_scene(self.data, camera="front")
         return self.renderer.render().copy()
 
-    def _move(self, pos: np.ndarray, delta: np.ndarray) -> None:
+    def _move(self, delta: np.ndarray) -> None:
+        pos = self.data.mocap_pos[0].copy()
         for k in range(SUBSTEPS):            # move smoothly within the frame interval
             self.data.mocap_pos[0] = pos + delta * (k + 1) / SUBSTEPS
             self.mj.mj_step(self.model, self.data)
@@ -101,9 +102,8 @@ class TabletopSim:
         for seq in sequences:
             self.mj.mj_copyData(self.data, self.model, start)
             for prim in seq:
-                pos = self.data.mocap_pos[0].copy()
                 delta = STEP_M * _DIRECTIONS[prim]
-                self._move(pos, delta if _inside(pos + delta) else 0 * delta)
+                self._move(delta if _inside(self.data.mocap_pos[0] + delta) else np.zeros(3))
             ends.append(self._render())
         return first, ends
 
@@ -118,7 +118,7 @@ class TabletopSim:
                 options = [p for p in range(len(PRIMITIVES)) if _inside(pos + STEP_M * _DIRECTIONS[p])]
                 prim, left = int(rng.choice(options)), int(rng.integers(3, 7))
             delta = STEP_M * _DIRECTIONS[prim]
-            self._move(pos, delta)
+            self._move(delta)
             frames.append(self._render())
             actions.append([*delta, 0.0, 0.0, 0.0, 1.0])
             labels.append(prim)

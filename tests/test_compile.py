@@ -6,10 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from robo_genie.bench_train import synthetic_batch
+from robo_genie.bench_train import step_fn, synthetic_batch
 from robo_genie.config import TINY, ModelConfig
 from robo_genie.models import build_part
-from robo_genie.training.loop import pixel_step
 
 
 @pytest.mark.parametrize("part", ["tokenizer", "lam", "dynamics"])
@@ -28,7 +27,7 @@ def test_a_compiled_training_step_matches_the_eager_one(part):
     losses = []
     for model in (eager, compiled):
         torch.manual_seed(1)      # the same mask draws for the dynamics model
-        loss, _ = model(batch["tokens"], batch["actions"]) if part == "dynamics" else pixel_step(model, batch)
+        loss, _ = step_fn(part)(model, batch)
         loss.backward()
         losses.append(loss.detach())
     assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)

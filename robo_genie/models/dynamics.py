@@ -154,7 +154,8 @@ class DynamicsModel(nn.Module):
         mask[:, 0] = False                                  # the prompt frame is always given
         hidden = self._hidden(tokens.masked_fill(mask, self.mask_id), actions, tokens)
         sources = self._copy_sources(tokens)
-        logits = self._logits(hidden[mask], None if sources is None else sources[mask])      # only where there is a target: ~1/3 of the tokens
+        # logits only where there is a target: ~1/3 of the tokens
+        logits = self._logits(hidden[mask], None if sources is None else sources[mask])
         ce = F.cross_entropy(logits.float(), self._targets(tokens[mask]), reduction="none")
         # Tokens that differ from the same position one frame earlier carry the action's effect;
         # most tokens are static background, which would otherwise dominate the loss.
@@ -180,8 +181,8 @@ class DynamicsModel(nn.Module):
         act = self.action_emb(action)[:, None, None]
         cond = act if self.cfg.action_every_block else None
         x = self._input(frame[:, None], act, last[:, None])
-        sources = self._copy_sources(torch.stack([last, frame], 1))
-        return self._logits(self.net.step(x, kv, cond), None if sources is None else sources[:, 1:])[:, 0]
+        sources = None if self.copy_gate is None else self._copy_sources(torch.stack([last, frame], 1))[:, 1:]
+        return self._logits(self.net.step(x, kv, cond), sources)[:, 0]
 
     @torch.no_grad()
     def sample_next(self, context: torch.Tensor, actions: torch.Tensor, steps: int | None = None,
