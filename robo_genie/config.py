@@ -73,6 +73,7 @@ class DynamicsConfig:
     prev_frame_input: bool = False    # frame t's token at each position also enters frame t+1's input
     target_smoothing: float = 0.0     # soft targets over codes near the true one (squared code distance scale)
     copy_radius: int | None = None    # logit bonuses for the last frame's tokens within this many positions (None: off)
+    copy_mode: str = "bonus"          # bonus (per-token logit bonuses) | blend (a kernel over the neighbours' code vectors)
     token_embedding: str = "learned"  # learned (a row per code) | codebook (projected tokenizer codes, tied output)
 
 

@@ -124,6 +124,32 @@ def test_copy_bonus_points_at_the_previous_frames_neighbours(micro_cfg):
     assert torch.equal(pred[:, 1:], prev.reshape(g, g)[:, :-1])
 
 
+def test_blend_kernel_picks_the_code_nearest_the_blended_neighbours(micro_cfg):
+    """copy_mode=blend: a kernel on offset (0, -1) alone predicts the left neighbour's old token;
+    an even kernel over (0, -1) and (0, 0) predicts the code nearest the mean of their vectors."""
+    dyn = _dynamics(micro_cfg, "codebook_blend").eval()
+    left, here = dyn.copy_offsets.index((0, -1)), dyn.copy_offsets.index((0, 0))
+    g = dyn.grid
+    prev = torch.randperm(64)[: g * g].reshape(1, 1, g * g)
+    tokens = torch.cat([prev, torch.full_like(prev, dyn.mask_id)], 1)
+    with torch.no_grad():
+        dyn.out_proj.weight.zero_()                     # only the blend term scores codes
+        dyn.out_proj.bias.zero_()
+        dyn.copy_gate.weight.zero_()
+        dyn.copy_gate.bias.fill_(-50.0)
+        dyn.copy_gate.bias[left] = 50.0
+        pred = dyn.logits(tokens, torch.zeros(1, 1, dtype=torch.long))[0, 1].argmax(-1).reshape(g, g)
+        assert torch.equal(pred[:, 1:], prev.reshape(g, g)[:, :-1])
+        dyn.copy_gate.bias[here] = 50.0
+        pred = dyn.logits(tokens, torch.zeros(1, 1, dtype=torch.long))[0, 1].argmax(-1).reshape(g, g)
+    grid = prev.reshape(g, g)
+    mean = (dyn.codebook[grid[:, :-1]] + dyn.codebook[grid[:, 1:]]) / 2
+    dist = torch.cdist(mean.reshape(-1, mean.shape[-1]), dyn.codebook)      # [positions, V]
+    picked = dist.gather(1, pred[:, 1:].reshape(-1, 1))[:, 0]
+    assert torch.allclose(picked, dist.min(1).values, atol=1e-4)             # nearest, up to ties
+    assert not torch.equal(pred[:, 1:], prev.reshape(g, g)[:, :-1])
+
+
 def test_soft_targets_favour_codes_near_the_true_one(micro_cfg):
     dyn = _dynamics(micro_cfg, "codebook_copy")
     target = dyn._targets(torch.tensor([5]))[0]
@@ -148,6 +174,8 @@ DYNAMICS_VARIANTS = {
     "prev_frame_input": {"prev_frame_input": True},
     "codebook_copy": {"token_embedding": "codebook", "copy_radius": 1, "target_smoothing": 0.1,
                       "prev_frame_input": True},
+    "codebook_blend": {"token_embedding": "codebook", "copy_radius": 1, "copy_mode": "blend",
+                       "prev_frame_input": True},
 }
 
 

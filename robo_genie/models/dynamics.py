@@ -52,7 +52,13 @@ class DynamicsModel(nn.Module):
             self.prev_proj = nn.Linear(d, d)
         elif cfg.prev_frame_input:
             self.prev_emb = nn.Embedding(codebook_size + 1, d)
+        if cfg.copy_mode not in ("bonus", "blend"):
+            raise ValueError(f"dynamics.copy_mode={cfg.copy_mode!r}: expected bonus or blend")
+        if cfg.copy_mode == "blend" and (cfg.copy_radius is None or cfg.token_embedding != "codebook"):
+            raise ValueError("dynamics.copy_mode=blend needs dynamics.copy_radius and token_embedding=codebook")
         self.copy_gate = None
+        if cfg.copy_mode == "blend":   # how sharply the blended code vector picks its nearest code
+            self.blend_log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         if cfg.copy_radius is not None:
             r = cfg.copy_radius
             self.grid = math.isqrt(num_spatial)
@@ -84,12 +90,25 @@ class DynamicsModel(nn.Module):
             logits = self.head(hidden)
         if self.copy_gate is None:
             return logits
+        if self.cfg.copy_mode == "blend":
+            return logits - self._blend_distance(hidden, sources)
         # Most tokens of a robot video do not change from one frame to the next, and those that do
         # mostly take a neighbour's old token (things move): per-position logit bonuses, predicted
         # from the hidden state, for "the token that was at offset k" make copying the default
         # from the first step and turn a move into a choice among K offsets, not among V codes.
         bonus = self.copy_gate(hidden).to(logits.dtype) * (sources != self.mask_id)
         return logits.scatter_add(-1, sources.clamp(max=self.codebook_size - 1), bonus)
+
+    def _blend_distance(self, hidden: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """A motion prior for moves smaller than a patch (copy_mode=blend): each position predicts a
+        kernel over the previous frame's code vectors at its K offsets, as the LAM decoder resamples
+        pixels; the blend lies between the codes the patch's content came from, and codes near it
+        score high (scaled squared distance, subtracted from the logits) [..., V]."""
+        kernel = self.copy_gate(hidden).float().masked_fill(sources == self.mask_id, -1e4).softmax(-1)
+        blend = (kernel[..., None] * self.codebook[sources.clamp(max=self.codebook_size - 1)]).sum(-2)
+        dist = (blend.pow(2).sum(-1, keepdim=True) - 2 * blend @ self.codebook.T
+                + self.codebook.pow(2).sum(-1))
+        return self.blend_log_scale.exp() * dist.clamp(min=0)
 
     def _copy_sources(self, frames: torch.Tensor) -> torch.Tensor | None:
         """frames [B, T, S] -> the tokens at each position's K offsets in the frame before
