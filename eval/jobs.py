@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
+from robo_genie.datasets.shards import write_json_atomic
 from robo_genie.eval.controllability import delta_t_psnr, held_out_clips
 
 from robo_genie.play import World
 
 
 def _save_json(out_dir: str, name: str, result: dict) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / name).write_text(json.dumps(result, indent=1))
-    return out / name
+    path = Path(out_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, result)
+    return path
 
 
 def run_controllability(cfg: DictConfig) -> dict:
@@ -112,7 +112,7 @@ def run_consistency(cfg: DictConfig) -> dict:
         report["fvd_note"] = (f"FVD between {len(clips)} held-out clips (steps 1..{max(cfg.ts)}) and their "
                               f"regenerations from LAM-inferred actions; I3D logits from {cfg.i3d_weights}, "
                               f"frames resized to 224 px. Few clips bias FVD upward: compare runs with equal n.")
-    (out / "consistency.json").write_text(json.dumps(report, indent=1))
+    _save_json(cfg.out, "consistency.json", report)
     consistency_pictures(videos, names, out)
     write_html(out / "report.html", "Latent-action consistency", {k: v for k, v in report.items() if k != "sequences"},
                [("grid.png", "rows: command sequences; columns: prompts (first, middle and last frame each)"),

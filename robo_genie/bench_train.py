@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from robo_genie.config import ModelConfig, StageTrainConfig
 from robo_genie.models import PARTS, build_part
-from robo_genie.training.loop import dynamics_step_fn, pixel_step, resolve_device
+from robo_genie.training.loop import dynamics_step_fn, pixel_step, resolve_device, training_step
 from robo_genie.training.optim import make_optimizer
 
 PRECISIONS = ("fp32", "bf16")
@@ -75,12 +75,7 @@ def time_training_steps(part: str, model_cfg, *, batch_size: int, clip_len: int,
         torch.cuda.reset_peak_memory_stats(device)
 
     def one_step() -> None:
-        with autocast:
-            loss, _ = loss_of(forward, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        training_step(forward, loss_of, batch, optimizer, autocast, grad_clip=1.0)
 
     t0 = time.perf_counter()
     for _ in range(warmup):

@@ -29,6 +29,10 @@ class DynamicsModel(nn.Module):
             raise ValueError(f"dynamics.token_embedding={cfg.token_embedding!r}: expected learned or codebook")
         if cfg.target_smoothing > 0 and cfg.token_embedding != "codebook":
             raise ValueError("dynamics.target_smoothing needs dynamics.token_embedding=codebook (the code vectors)")
+        if cfg.copy_mode not in ("bonus", "blend"):
+            raise ValueError(f"dynamics.copy_mode={cfg.copy_mode!r}: expected bonus or blend")
+        if cfg.copy_mode == "blend" and (cfg.copy_radius is None or cfg.token_embedding != "codebook"):
+            raise ValueError("dynamics.copy_mode=blend needs dynamics.copy_radius and token_embedding=codebook")
         if cfg.token_embedding == "codebook":
             # Every code is embedded as a learned projection of its tokenizer code vector, and the
             # output logits score the same embeddings (tied). Codes that decode alike start alike,
@@ -52,13 +56,7 @@ class DynamicsModel(nn.Module):
             self.prev_proj = nn.Linear(d, d)
         elif cfg.prev_frame_input:
             self.prev_emb = nn.Embedding(codebook_size + 1, d)
-        if cfg.copy_mode not in ("bonus", "blend"):
-            raise ValueError(f"dynamics.copy_mode={cfg.copy_mode!r}: expected bonus or blend")
-        if cfg.copy_mode == "blend" and (cfg.copy_radius is None or cfg.token_embedding != "codebook"):
-            raise ValueError("dynamics.copy_mode=blend needs dynamics.copy_radius and token_embedding=codebook")
         self.copy_gate = None
-        if cfg.copy_mode == "blend":   # how sharply the blended code vector picks its nearest code
-            self.blend_log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         if cfg.copy_radius is not None:
             r = cfg.copy_radius
             self.grid = math.isqrt(num_spatial)
@@ -67,6 +65,8 @@ class DynamicsModel(nn.Module):
             nn.init.zeros_(self.copy_gate.weight)
             with torch.no_grad():   # start out copying the same position
                 self.copy_gate.bias.copy_(torch.tensor([2.0 if o == (0, 0) else 0.0 for o in self.copy_offsets]))
+        if cfg.copy_mode == "blend":   # how sharply the blended code vector picks its nearest code
+            self.blend_log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.net = STTransformer(d, cfg.net.depth, cfg.net.heads, num_spatial, max_frames,
                                  cfg.net.mlp_ratio)
 
@@ -106,9 +106,13 @@ class DynamicsModel(nn.Module):
         score high (scaled squared distance, subtracted from the logits) [..., V]."""
         kernel = self.copy_gate(hidden).float().masked_fill(sources == self.mask_id, -1e4).softmax(-1)
         blend = (kernel[..., None] * self.codebook[sources.clamp(max=self.codebook_size - 1)]).sum(-2)
-        dist = (blend.pow(2).sum(-1, keepdim=True) - 2 * blend @ self.codebook.T
+        return self.blend_log_scale.exp() * self._code_distances(blend)
+
+    def _code_distances(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Squared distances from vectors [..., code_dim] to every code: [..., V]."""
+        dist = (vectors.pow(2).sum(-1, keepdim=True) - 2 * vectors @ self.codebook.T
                 + self.codebook.pow(2).sum(-1))
-        return self.blend_log_scale.exp() * dist.clamp(min=0)
+        return dist.clamp(min=0)
 
     def _copy_sources(self, frames: torch.Tensor) -> torch.Tensor | None:
         """frames [B, T, S] -> the tokens at each position's K offsets in the frame before
@@ -130,10 +134,8 @@ class DynamicsModel(nn.Module):
         that toss the thing to learn."""
         if self.cfg.target_smoothing <= 0:
             return tokens
-        code = self.codebook[tokens]                                           # [N, code_dim]
-        dist = (code.pow(2).sum(-1, keepdim=True) - 2 * code @ self.codebook.T
-                + self.codebook.pow(2).sum(-1))                                # [N, V]
-        return F.softmax(-dist.clamp(min=0) / self.cfg.target_smoothing, dim=-1)
+        dist = self._code_distances(self.codebook[tokens])                     # [N, V]
+        return F.softmax(-dist / self.cfg.target_smoothing, dim=-1)
 
     def _prev_tokens(self, known: torch.Tensor) -> torch.Tensor:
         """known [B, T, S] -> frame t-1's tokens at frame t's positions (mask_id for the first)."""

@@ -111,6 +111,20 @@ def _summary_writer_class():
     return SummaryWriter
 
 
+def training_step(model: nn.Module, step_fn: StepFn, batch: dict[str, torch.Tensor],
+                  optimizer: torch.optim.Optimizer, autocast, grad_clip: float
+                  ) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """One optimiser step: forward under `autocast`, backward, gradient clipping, update.
+    Returns (loss, metrics, gradient norm before clipping)."""
+    with autocast:
+        loss, metrics = step_fn(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss, metrics, grad_norm
+
+
 def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: str | Path,
           run_dir: str | Path, *, name: str, device: torch.device, seed: int = 0,
           progress: bool = True, num_workers: int = 0, halt_at_step: int | None = None) -> TrainResult:
@@ -141,12 +155,7 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
                     break
                 batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
                 set_lr(optimizer, lr_at(step, cfg))
-                with autocast:
-                    loss, metrics = step_fn(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                loss, metrics, grad_norm = training_step(model, step_fn, batch, optimizer, autocast, cfg.grad_clip)
                 step += 1
                 bar.update()
                 if step % cfg.log_every == 0 or step == cfg.steps:

@@ -98,7 +98,7 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
             tokenizer, _, tok_bundle = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
             lam, lam_info, lam_bundle = _frozen_part("lam", run_bundle, init_from, device, model_cfg)
             if model_cfg.dynamics.token_embedding == "codebook":
-                model.set_codebook(tokenizer.quantizer.vq.codebook)
+                model.set_codebook(tokenizer.quantizer.codebook)
             step_fn = dynamics_step_fn(tokenizer, lam, lam_window=lam_info["clip_len"])
             part_data = _dynamics_data(data_path, run_dir, tok_bundle, lam_bundle, pretokenize, device, progress)
         else:
