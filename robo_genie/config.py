@@ -69,6 +69,10 @@ class DynamicsConfig:
     token_temperature: float = 0.0    # softmax temperature for token draws; 0 = argmax (see NOTES.md)
     mask_rate_min: float = 0.5        # train-time mask rate ~ U[mask_rate_min, 1]
     change_weight: float = 20.0       # extra loss weight on tokens that changed since the last frame
+    # Sampling undoes the change weight's bias: a cross-entropy weighted by w(y) is minimised by
+    # probabilities proportional to w(y) p(y), so every code but the last frame's token comes out
+    # boosted by log(1 + change_weight); sampling gives that token the same amount back.
+    calibrate_sampling: bool = True
     action_every_block: bool = False  # add the action embedding at every block's input, not only the first
     prev_frame_input: bool = False    # frame t's token at each position also enters frame t+1's input
     target_smoothing: float = 0.0     # soft targets over codes near the true one (squared code distance scale)
@@ -94,12 +98,15 @@ def _st(dim: int, depth: int, heads: int) -> STConfig:
 # Tiny: sized so that the whole demo (data, three trainings, eval) fits ten minutes on 2 CPU cores.
 # The LAM uses patch 8 instead of the paper's 16: at 64x64 a 16-px patch holds the whole gripper,
 # and direction of motion was not recovered (NMI <= 0.35 vs 0.46 at patch 8; see NOTES.md).
+# The dynamics model predicts each token near a blend of the last frame's neighbouring code vectors
+# (copy_mode=blend): the demo's moves are smaller than a 4-px patch (NOTES.md, fourth and fifth rounds).
 TINY = ModelConfig(
     name="tiny",
     tokenizer=TokenizerConfig(patch=4, codebook_size=2048, code_dim=32, refine_channels=32,
                               encoder=_st(64, 2, 4), decoder=_st(64, 2, 4)),
     lam=LAMConfig(patch=8, num_actions=8, code_dim=32, encoder=_st(96, 2, 4), decoder=_st(96, 2, 4)),
-    dynamics=DynamicsConfig(net=_st(96, 2, 4), prev_frame_input=True),
+    dynamics=DynamicsConfig(net=_st(96, 2, 4), prev_frame_input=True, token_embedding="codebook",
+                            copy_radius=1, copy_mode="blend"),
 )
 # Small: the paper's CoinRun case study (tokenizer 8L d512, LAM 8L d512, dynamics 12L d512).
 SMALL = ModelConfig(
@@ -304,7 +311,7 @@ class DemoJob:
     # up front (pretokenize) would cost as much as encoding the batches as they come.
     pretokenize: bool = False
     eval_t: int = 4
-    eval_clips: int = 24
+    eval_clips: int = 48
     maskgit_steps: int | None = 8  # the demo samples with 8 MaskGIT rounds (25 elsewhere) to fit its time budget
 
 

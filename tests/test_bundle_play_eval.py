@@ -75,8 +75,12 @@ def test_play_cli_writes_a_gif(trained, tmp_path):
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "p.png")
     out = tmp_path / "roll.gif"
     main(["play", f"bundle={trained}", f"prompt={tmp_path / 'p.png'}", "actions=0,3,3,1", f"out={out}"])
-    with Image.open(out) as gif:
-        assert gif.n_frames == 5 and gif.size == (32, 32)
+    with Image.open(out) as gif:     # the prompt and 4 steps at 4 fps (GIF merges repeated frames)
+        played_ms = 0
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            played_ms += gif.info["duration"]
+        assert played_ms == 5 * 250 and gif.size == (32, 32)
 
 
 def test_eval_controllability_cli_writes_json(trained, sim_shards, tmp_path):

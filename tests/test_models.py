@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -83,7 +85,7 @@ def test_lam_decoder_is_causal_and_sees_the_future_only_through_actions(micro_cf
     assert not torch.allclose(lam.decode(v[:, :-1], fixed), lam.decode(v[:, :-1], fixed + 1), atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["plain", "codebook_copy"])
+@pytest.mark.parametrize("variant", ["plain", "codebook_copy", "tiny"])
 def test_dynamics_is_causal_in_tokens_and_actions(micro_cfg, variant):
     dyn = _dynamics(micro_cfg, variant).eval()
     tokens = torch.randint(0, 64, (2, 4, 64))
@@ -168,7 +170,28 @@ def test_maskgit_sampling_fills_every_token_and_is_seeded(micro_cfg):
     assert a.min() >= 0 and a.max() < 64            # no [MASK] left
 
 
+def test_calibrated_sampling_gives_the_last_frames_token_back_what_the_change_weight_took():
+    """A model trained with change weight w scores every changed code log(1 + w) too high. Here a
+    code 7 beats the last frame's token 3 by less than that: calibrated sampling keeps 3, raw picks 7."""
+    from robo_genie.config import DynamicsConfig
+    from robo_genie.models.dynamics import DynamicsModel
+
+    cfg = OmegaConf.structured(DynamicsConfig(change_weight=20.0))
+    dyn = DynamicsModel(cfg, codebook_size=16, num_actions=2, num_spatial=4, max_frames=2).eval()
+    with torch.no_grad():
+        dyn.head.weight.zero_()
+        dyn.head.bias.zero_()
+        dyn.head.bias[7] = math.log(21.0) - 0.5
+    ctx, acts = torch.full((1, 1, 4), 3), torch.zeros(1, 1, dtype=torch.long)
+    assert torch.equal(dyn.sample_next(ctx, acts, steps=2), torch.full((1, 4), 3))
+    cfg.calibrate_sampling = False
+    assert torch.equal(dyn.sample_next(ctx, acts, steps=2), torch.full((1, 4), 7))
+
+
+# Dynamics options as DynamicsConfig defaults them; each variant below changes some of them.
+_PLAIN = {"token_embedding": "learned", "copy_radius": None, "copy_mode": "bonus", "prev_frame_input": False}
 DYNAMICS_VARIANTS = {
+    "tiny": None,                                    # the tiny preset's options, as shipped
     "plain": {},
     "action_every_block": {"action_every_block": True},
     "prev_frame_input": {"prev_frame_input": True},
@@ -181,7 +204,8 @@ DYNAMICS_VARIANTS = {
 
 def _dynamics(micro_cfg, variant: str):
     cfg = micro_cfg.copy()
-    cfg.dynamics.update(DYNAMICS_VARIANTS[variant])
+    if DYNAMICS_VARIANTS[variant] is not None:
+        cfg.dynamics.update({**_PLAIN, **DYNAMICS_VARIANTS[variant]})
     dyn = build_part("dynamics", cfg)
     if cfg.dynamics.token_embedding == "codebook":
         dyn.set_codebook(torch.randn(64, cfg.tokenizer.code_dim))

@@ -214,7 +214,9 @@ class DynamicsModel(nn.Module):
         context [B, t, S] known tokens; actions [B, t] (the last one leads into the new frame).
         Each round samples every still-masked token, keeps the most confident ones (confidence
         = log-prob + annealed Gumbel noise scaled by `temperature`) on a cosine schedule and
-        re-masks the rest. Returns [B, S].
+        re-masks the rest. With calibrate_sampling, the last frame's token at each position gets
+        back the log(1 + change_weight) that training's change weight gave every other code.
+        Returns [B, S].
         """
         steps = steps or self.cfg.maskgit_steps
         temperature = self.cfg.temperature if temperature is None else temperature
@@ -223,6 +225,9 @@ class DynamicsModel(nn.Module):
         frame = torch.full((b, s), self.mask_id, dtype=torch.long, device=context.device)
         for i in range(steps):
             logits = self.next_frame_logits(frame, actions[:, t - 1], kv, context[:, -1]).float()
+            if self.cfg.calibrate_sampling and self.cfg.change_weight > 0:
+                keep = torch.full_like(logits[..., :1], math.log1p(self.cfg.change_weight))
+                logits = logits.scatter_add(-1, context[:, -1, :, None], keep)
             masked = frame == self.mask_id
             if self.cfg.token_temperature > 0:   # Gumbel-max: a categorical draw, vectorised
                 draw = (logits / self.cfg.token_temperature + _gumbel(logits.shape, generator, logits.device)).argmax(-1)
