@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from robo_genie.config import MODEL_PRESETS
+from robo_genie.config import MODEL_PRESETS, DynamicsConfig
 from robo_genie.models import build_part
 
 
@@ -173,7 +173,6 @@ def test_maskgit_sampling_fills_every_token_and_is_seeded(micro_cfg):
 def test_calibrated_sampling_gives_the_last_frames_token_back_what_the_change_weight_took():
     """A model trained with change weight w scores every changed code log(1 + w) too high. Here a
     code 7 beats the last frame's token 3 by less than that: calibrated sampling keeps 3, raw picks 7."""
-    from robo_genie.config import DynamicsConfig
     from robo_genie.models.dynamics import DynamicsModel
 
     cfg = OmegaConf.structured(DynamicsConfig(change_weight=20.0))
@@ -189,7 +188,7 @@ def test_calibrated_sampling_gives_the_last_frames_token_back_what_the_change_we
 
 
 # Dynamics options as DynamicsConfig defaults them; each variant below changes some of them.
-_PLAIN = {"token_embedding": "learned", "copy_radius": None, "copy_mode": "bonus", "prev_frame_input": False}
+_PLAIN = {k: getattr(DynamicsConfig(), k) for k in ("token_embedding", "copy_radius", "copy_mode", "prev_frame_input")}
 DYNAMICS_VARIANTS = {
     "tiny": None,                                    # the tiny preset's options, as shipped
     "plain": {},

@@ -119,12 +119,15 @@ class DynamicsModel(nn.Module):
         [B, T, S, K] (mask_id off the grid and for the first frame); None without copy_radius."""
         if self.copy_gate is None:
             return None
-        b, t, s = frames.shape
+        return self._neighbour_tokens(self._prev_tokens(frames))
+
+    def _neighbour_tokens(self, prev: torch.Tensor) -> torch.Tensor:
+        """prev [..., S] (a frame's tokens) -> the token at each of the K offsets around every
+        position [..., S, K] (mask_id off the grid)."""
         r, g = self.cfg.copy_radius, self.grid
-        prev = self._prev_tokens(frames).reshape(b, t, g, g)
-        padded = F.pad(prev, (r, r, r, r), value=self.mask_id)
-        shifted = [padded[:, :, r + dy:r + dy + g, r + dx:r + dx + g] for dy, dx in self.copy_offsets]
-        return torch.stack(shifted, -1).reshape(b, t, s, -1)
+        padded = F.pad(prev.reshape(*prev.shape[:-1], g, g), (r, r, r, r), value=self.mask_id)
+        shifted = [padded[..., r + dy:r + dy + g, r + dx:r + dx + g] for dy, dx in self.copy_offsets]
+        return torch.stack(shifted, -1).reshape(*prev.shape, -1)
 
     def _targets(self, tokens: torch.Tensor) -> torch.Tensor:
         """The cross-entropy target for true tokens [N]: the tokens themselves, or with
@@ -202,7 +205,7 @@ class DynamicsModel(nn.Module):
         act = self.action_emb(action)[:, None, None]
         cond = act if self.cfg.action_every_block else None
         x = self._input(frame[:, None], act, last[:, None])
-        sources = None if self.copy_gate is None else self._copy_sources(torch.stack([last, frame], 1))[:, 1:]
+        sources = None if self.copy_gate is None else self._neighbour_tokens(last)[:, None]
         return self._logits(self.net.step(x, kv, cond), sources)[:, 0]
 
     @torch.no_grad()
@@ -223,10 +226,11 @@ class DynamicsModel(nn.Module):
         b, t, s = context.shape
         kv = self.context_cache(context, actions[:, :t - 1])
         frame = torch.full((b, s), self.mask_id, dtype=torch.long, device=context.device)
+        calibrate = self.cfg.calibrate_sampling and self.cfg.change_weight > 0
+        keep = torch.full((b, s, 1), math.log1p(self.cfg.change_weight), device=context.device)
         for i in range(steps):
             logits = self.next_frame_logits(frame, actions[:, t - 1], kv, context[:, -1]).float()
-            if self.cfg.calibrate_sampling and self.cfg.change_weight > 0:
-                keep = torch.full_like(logits[..., :1], math.log1p(self.cfg.change_weight))
+            if calibrate:
                 logits = logits.scatter_add(-1, context[:, -1, :, None], keep)
             masked = frame == self.mask_id
             if self.cfg.token_temperature > 0:   # Gumbel-max: a categorical draw, vectorised
