@@ -304,7 +304,7 @@ class DemoJob:
     tokenizer: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=350, batch_size=12, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
     lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
-        steps=350, batch_size=24, clip_len=2, lr=2e-3, warmup_steps=30, ckpt_every=100))
+        steps=700, batch_size=24, clip_len=2, lr=2e-3, warmup_steps=30, ckpt_every=100))
     dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=300, batch_size=16, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
     # 300 dynamics steps x 16 clips see each training window about once, so encoding every window
