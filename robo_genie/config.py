@@ -305,8 +305,8 @@ class DemoJob:
         steps=350, batch_size=12, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
     lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=350, batch_size=24, clip_len=2, lr=2e-3, warmup_steps=30, ckpt_every=100))
-    # lam.steps=700 finds the primitives under every seed tried (NMI 0.54-0.56 against 0.12-0.35 at
-    # 350) but costs 65-80 s more, which leaves the 10-minute bar ~10 s of margin (NOTES.md, sixth round).
+    # lam.steps=700 finds the primitives under both seeds tried (NMI 0.44-0.56 against 0.12-0.35 at
+    # 350) but costs 65-80 s more: a fresh-clone demo took 589 s against the 600 s bar (NOTES.md, sixth round).
     dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=300, batch_size=16, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
     # 300 dynamics steps x 16 clips see each training window about once, so encoding every window
