@@ -22,6 +22,8 @@ def hardware() -> dict:
     import mujoco
     import torch
 
+    from robo_genie import cpu_memory
+
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -32,7 +34,8 @@ def hardware() -> dict:
         pass
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "mujoco": mujoco.__version__, "mujoco_gl": os.environ.get("MUJOCO_GL"),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "malloc_keeps_freed_memory": cpu_memory.tuned}
     return info
 
 

@@ -196,8 +196,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"robo-genie {command}: bad setting: {e}\n(`robo-genie {command} --help` lists "
                          f"the settings and their defaults)") from None
     from robo_genie.bundle import BundleError
+    from robo_genie.cpu_memory import keep_freed_memory
     from robo_genie.datasets.shards import ShardError
     from robo_genie.datasets.sources import IngestError
+    keep_freed_memory()
     try:
         run(cfg)
     except (IngestError, ShardError, BundleError, ValueError) as e:

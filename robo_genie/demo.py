@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from robo_genie import cpu_memory
 from robo_genie.config import ModelConfig
 from robo_genie.eval.controllability import delta_t_psnr, held_out_clips
 from robo_genie.eval.parts import lam_action_agreement, tokenizer_psnr
@@ -73,6 +74,7 @@ def run_demo(cfg: DictConfig) -> dict:
     report["timings"] = timings
     report["device"] = str(device)
     report["torch_threads"] = torch.get_num_threads()
+    report["malloc_keeps_freed_memory"] = cpu_memory.tuned
     (out / "report.json").write_text(json.dumps(report, indent=1))
     write_html(out / "report.html", "robo_genie demo", {k: v for k, v in report.items() if k != "timings"},
                [("rollouts.gif", (f"rows: {len(prompts)} held-out prompt frames; columns: latent actions "

@@ -291,17 +291,3 @@ def test_windowed_action_inference_labels_every_transition_once(micro_cfg):
     assert torch.equal(infer_actions_windowed(lam, video[1], 4), expected[1])
     short = video[:, :3]                                # shorter than one window
     assert torch.equal(infer_actions_windowed(lam, short, 4), lam.infer_actions(short))
-
-
-def test_inference_quantiser_picks_the_same_codes_as_the_library():
-    from robo_genie.models.quantizer import Quantizer
-    q = Quantizer(16, 256, 0.25, 0.9, 2.0).train()
-    for _ in range(3):                                   # k-means init, EMA updates, restarts
-        q(torch.randn(4, 128, 16))
-    q.eval()
-    z = torch.randn(8, 64, 16)
-    with torch.no_grad():
-        _, lib_idx, _ = q.vq(z.reshape(1, -1, 16))
-        out, idx, loss = q(z)
-    assert torch.equal(idx.flatten(), lib_idx.flatten())
-    assert torch.equal(out, q.lookup(idx)) and loss == 0

@@ -1,8 +1,15 @@
 """Vector quantisation, shared by the tokenizer and the latent action model.
 
-A thin wrapper over vector-quantize-pytorch: EMA codebook updates (no codebook gradients),
-k-means initialisation from the first batch, and restarts of codes whose EMA usage falls under a
-threshold (dead codes are re-seeded from the current batch's encoder outputs).
+The codebook learns by exponential moving averages (no codebook gradients, van den Oord et al.
+2017): each code drifts towards the mean of the encoder outputs assigned to it. It starts from
+k-means on the first training batch, and a code whose average use falls under a threshold is
+re-seeded from the current batch ("dead-code restart"), so the whole codebook stays in use.
+
+Why not vector-quantize-pytorch (DESIGN.md's suggestion, used here until the tenth round)? Its
+training step builds a dense [tokens, codes] one-hot matrix and a square-rooted distance matrix:
+for the tiny tokenizer on a CPU (6144 tokens x 2048 codes) that was a quarter of each step. Here
+the search is one matmul and the EMA statistics are a bincount and an index_add (NOTES.md, tenth
+round; `robo-genie bench train` measures it).
 """
 
 from __future__ import annotations
@@ -10,60 +17,132 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from vector_quantize_pytorch import VectorQuantize
 
 
 class Quantizer(nn.Module):
     def __init__(self, dim: int, codebook_size: int, commitment_weight: float, ema_decay: float,
-                 dead_code_threshold: float):
+                 dead_code_threshold: float, kmeans_iters: int = 10, eps: float = 1e-5):
         super().__init__()
-        self.codebook_size = codebook_size
-        self.vq = VectorQuantize(
-            dim=dim,
-            codebook_size=codebook_size,
-            decay=ema_decay,
-            commitment_weight=commitment_weight,
-            kmeans_init=True,
-            kmeans_iters=10,
-            threshold_ema_dead_code=dead_code_threshold,
-        )
+        self.codebook_size, self.commitment_weight = codebook_size, commitment_weight
+        self.decay, self.dead_code_threshold = ema_decay, dead_code_threshold
+        self.kmeans_iters, self.eps = kmeans_iters, eps
+        # Buffers, so checkpoints and bundles carry the codebook and its statistics.
+        self.register_buffer("initialised", torch.tensor(False))
+        self.register_buffer("codes", torch.zeros(codebook_size, dim))        # what lookup() returns
+        self.register_buffer("usage", torch.ones(codebook_size))               # EMA of assignments per step
+        self.register_buffer("sums", torch.zeros(codebook_size, dim))         # EMA of assigned vectors' sums
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z: [..., dim] -> (quantised z, code indices [...], commitment loss)."""
-        shape = z.shape[:-1]
-        if not self.training:
-            idx = self.nearest(z)
-            return self.lookup(idx).to(z.dtype), idx, z.new_zeros(())
-        q, idx, loss = self._train_step(z.float().reshape(1, -1, z.shape[-1]))
-        return q.reshape(*shape, -1).to(z.dtype), idx.reshape(shape), loss.sum()
+        """z: [..., dim] -> (quantised z, code indices [...], commitment loss).
 
-    # The library's training step (k-means init, EMA updates and dead-code restarts in place) stays
-    # eager under torch.compile: compiling it failed in inductor's partitioner (BENCHMARKS.md).
-    @torch.compiler.disable
-    def _train_step(self, z: torch.Tensor):
-        # The quantiser runs in float32 under autocast: distances to the codebook need the range.
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            return self.vq(z)
+        In training the gradient at the output reaches z through the rotation trick, and the
+        codebook is updated from this batch; in eval mode nothing changes and the loss is 0."""
+        shape = z.shape[:-1]
+        flat = z.float().reshape(-1, z.shape[-1])
+        if self.training and not bool(self.initialised):
+            self._kmeans_init(flat.detach())
+        idx = self.nearest(flat)
+        q = self.codes[idx]
+        if not self.training:
+            return q.reshape(z.shape).to(z.dtype), idx.reshape(shape), z.new_zeros(())
+        commit = self.commitment_weight * F.mse_loss(flat, q)
+        self._ema_update(flat.detach(), idx)
+        q = rotate_to(flat, q)
+        return q.reshape(z.shape).to(z.dtype), idx.reshape(shape), commit
 
     @property
     def codebook(self) -> torch.Tensor:
         """The code vectors [K, dim]."""
-        return self.vq.codebook
+        return self.codes
 
     @torch.no_grad()
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code (Euclidean) for z [..., dim] -> [...]. At inference this
-        replaces the library's search, which builds the full distance matrix with a square root
-        and a clamp: one matmul is 5x faster on a CPU with 2048 codes (NOTES.md)."""
-        codes = self.codebook.float()                                   # [K, dim]
+    def nearest(self, z: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Index of the nearest code (Euclidean) for z [..., dim] -> [...]."""
+        codes = self.codes if codes is None else codes
         flat = z.detach().float().reshape(-1, z.shape[-1])
-        dist = codes.pow(2).sum(-1) - 2 * flat @ codes.T                  # |z|^2 is the same for all codes
+        # In float32 even under bf16 autocast: nearby codes differ by less than bf16 resolves.
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            # |z - c|^2 = |z|^2 - 2 z.c + |c|^2, and |z|^2 is the same for every code.
+            dist = torch.addmm(codes.pow(2).sum(-1), flat, codes.T, alpha=-2)
         return dist.argmin(-1).reshape(z.shape[:-1])
 
     def lookup(self, idx: torch.Tensor) -> torch.Tensor:
         """Code indices [...] -> code vectors [..., dim]."""
-        return self.vq.get_codes_from_indices(idx.reshape(1, -1)).reshape(*idx.shape, -1)
+        return self.codes[idx]
+
+    # -- codebook learning ------------------------------------------------------------------
+    def _batch_stats(self, flat: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """How many vectors each code was assigned, and their sum."""
+        counts = torch.bincount(idx, minlength=self.codebook_size).float()
+        return counts, torch.zeros_like(self.sums).index_add_(0, idx, flat)
+
+    # The codebook updates stay eager under torch.compile: they change buffers in place and
+    # restart a data-dependent number of codes.
+    @torch.compiler.disable
+    @torch.no_grad()
+    def _kmeans_init(self, flat: torch.Tensor) -> None:
+        """Lloyd's k-means from codes drawn out of the batch; a code left without vectors keeps
+        zero usage and is restarted on the first update."""
+        means = _sample(flat, self.codebook_size)
+        for _ in range(self.kmeans_iters):
+            counts, sums = self._batch_stats(flat, self.nearest(flat, means))
+            means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], means)
+        self.usage.copy_(counts)
+        self.sums.copy_(means * counts[:, None])
+        self._refresh_codes()
+        self.initialised.fill_(True)
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
+        counts, sums = self._batch_stats(flat, idx)
+        self.usage.lerp_(counts, 1 - self.decay)
+        self.sums.lerp_(sums, 1 - self.decay)
+        self._refresh_codes()
+        self._restart_dead_codes(flat)
+
+    def _refresh_codes(self) -> None:
+        # codes = sums / usage, with usage Laplace-smoothed so that an unused code does not divide by 0.
+        total = self.usage.sum()
+        smoothed = (self.usage + self.eps) / (total + self.codebook_size * self.eps) * total
+        self.codes.copy_(self.sums / smoothed[:, None])
+
+    def _restart_dead_codes(self, flat: torch.Tensor) -> None:
+        dead = (self.usage < self.dead_code_threshold).nonzero().squeeze(1)
+        if dead.numel() == 0:
+            return
+        if dead.numel() > flat.shape[0]:          # more dead codes than vectors: the rest wait a step
+            dead = dead[torch.randperm(dead.numel(), device=dead.device)[:flat.shape[0]]]
+        seeds = _sample(flat, dead.numel())
+        self.codes[dead] = seeds
+        self.usage[dead] = self.dead_code_threshold
+        self.sums[dead] = seeds * self.dead_code_threshold
+
+
+def rotate_to(z: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The rotation trick (Fifty et al. 2024, "Restructuring vector quantization with the rotation
+    trick", sec. 4.2): returns q, but the gradient at q reaches z through the rotation and scaling
+    that map z onto q, held constant, rather than copied unchanged (straight-through). Where z and
+    its code disagree in direction, the encoder's gradient turns with them. vector-quantize-pytorch
+    does this by default; dropping it cost 0.3 dB of held-out tokenizer PSNR (NOTES.md)."""
+    z_norm = z.norm(dim=-1, keepdim=True).clamp_min(eps)
+    q_norm = q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    u, v = (z / z_norm).detach(), (q / q_norm).detach()
+    r = F.normalize(u + v, dim=-1, eps=eps)
+    # (I - 2 r r^T + 2 v u^T) z: the rotation in the plane of u and v that takes u to v
+    rotated = z - 2 * r * (r * z).sum(-1, keepdim=True) + 2 * v * (u * z).sum(-1, keepdim=True)
+    return rotated * (q_norm / z_norm).detach()
+
+
+def _sample(vectors: torch.Tensor, n: int) -> torch.Tensor:
+    """n rows of vectors [N, dim]: distinct ones where N >= n."""
+    if vectors.shape[0] >= n:
+        pick = torch.randperm(vectors.shape[0], device=vectors.device)[:n]
+    else:
+        pick = torch.randint(0, vectors.shape[0], (n,), device=vectors.device)
+    return vectors[pick]
 
 
 def codebook_stats(idx: torch.Tensor, codebook_size: int) -> dict[str, float]:

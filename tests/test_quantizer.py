@@ -1,0 +1,104 @@
+"""The EMA vector quantiser: nearest-code search, k-means start, EMA learning, dead-code restarts,
+straight-through gradients, and an eval mode that changes nothing."""
+
+from __future__ import annotations
+
+import torch
+
+from robo_genie.models.quantizer import Quantizer, rotate_to
+
+CENTRES = torch.tensor([[4.0, 0, 0], [-4, 0, 0], [0, 4, 0], [0, -4, 0]])
+
+
+def _clustered(n: int, noise: float = 0.1, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """n vectors per centre of CENTRES (+ shift), with Gaussian noise."""
+    centres = CENTRES if shift is None else CENTRES + shift
+    return (centres[:, None] + noise * torch.randn(4, n, 3)).reshape(-1, 3)
+
+
+def test_nearest_is_the_euclidean_argmin():
+    q = Quantizer(8, 32, 0.25, 0.9, 0.0)
+    q.codes.copy_(torch.randn(32, 8))
+    z = torch.randn(5, 7, 8)
+    expected = torch.cdist(z.reshape(-1, 8), q.codes).argmin(-1).reshape(5, 7)
+    assert torch.equal(q.nearest(z), expected)
+
+
+def test_kmeans_start_then_ema_follows_the_data():
+    q = Quantizer(3, 4, 0.25, 0.5, 0.0).train()
+    q(_clustered(64))
+    assert bool(q.initialised)
+    # k-means put one code on each cluster
+    assert torch.cdist(CENTRES, q.codes).min(dim=1).values.max() < 0.1
+    # the clusters move: with decay 0.5 the codes follow within a few batches
+    shift = torch.tensor([0.0, 0.0, 1.0])
+    for _ in range(12):
+        q(_clustered(64, shift=shift))
+    assert torch.cdist(CENTRES + shift, q.codes).min(dim=1).values.max() < 0.1
+
+
+def test_a_dead_code_is_restarted_on_a_batch_vector():
+    q = Quantizer(3, 5, 0.25, 0.5, 1.0).train()
+    q(_clustered(16))
+    with torch.no_grad():
+        q.codes[4] = q.sums[4] = torch.tensor([100.0, 100.0, 100.0])   # far from all data, never picked
+        q.usage[4] = 1.5
+    batch = _clustered(16)
+    q(batch)     # its usage decays to 0.75 < 1: re-seeded from this batch
+    assert torch.cdist(q.codes[4:5], batch).min() == 0
+    assert q.usage[4] == 1.0
+
+
+def test_training_output_is_the_code_and_commits_the_encoder():
+    q = Quantizer(3, 4, 0.25, 0.9, 0.0).train()
+    q(_clustered(8))
+    codes = q.codes.clone()
+    z = _clustered(8).requires_grad_(True)
+    out, idx, commit = q(z)
+    assert torch.allclose(out.detach(), codes[idx], atol=1e-5)    # the codes before this batch's update
+    assert not torch.equal(q.codes, codes)
+    commit.backward()
+    assert commit.item() > 0
+    assert torch.allclose(z.grad, 2 * 0.25 * (z - codes[idx]).detach() / z.numel(), atol=1e-7)
+
+
+def test_the_rotation_trick_turns_and_scales_the_gradient():
+    z = torch.randn(64, 8, requires_grad=True)
+    q = torch.randn(64, 8)
+    out = rotate_to(z, q)
+    assert torch.allclose(out, q, atol=1e-5)
+    g = torch.randn(64, 8)
+    out.backward(g)
+    # a rotation keeps the gradient's length, the scale |q| / |z| changes it
+    scale = q.norm(dim=-1) / z.detach().norm(dim=-1)
+    assert torch.allclose(z.grad.norm(dim=-1), scale * g.norm(dim=-1), rtol=1e-4)
+    assert not torch.allclose(z.grad, scale[:, None] * g, atol=1e-3)       # and it is turned
+    # a code on z's own ray: no turn, only the scale
+    z2 = torch.randn(4, 8, requires_grad=True)
+    rotate_to(z2, 3 * z2.detach()).backward(g[:4])
+    assert torch.allclose(z2.grad, 3 * g[:4], atol=1e-5)
+
+
+def test_eval_mode_returns_codes_and_leaves_the_codebook_alone():
+    q = Quantizer(3, 4, 0.25, 0.5, 1.0).train()
+    q(_clustered(16))
+    q.eval()
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    z = torch.randn(2, 9, 3)
+    out, idx, loss = q(z)
+    assert torch.equal(out, q.lookup(idx)) and idx.shape == (2, 9) and loss == 0
+    assert all(torch.equal(v, q.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_reloaded_quantiser_keeps_its_codebook():
+    q = Quantizer(3, 4, 0.25, 0.5, 1.0).train()
+    q(_clustered(16))
+    fresh = Quantizer(3, 4, 0.25, 0.5, 1.0).train()
+    fresh.load_state_dict(q.state_dict())
+    batch = _clustered(16)
+    torch.manual_seed(3)
+    a = q(batch)
+    torch.manual_seed(3)
+    b = fresh(batch)                # no second k-means start: the same update as the original
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert torch.equal(q.codes, fresh.codes)
