@@ -102,3 +102,13 @@ def test_a_reloaded_quantiser_keeps_its_codebook():
     b = fresh(batch)                # no second k-means start: the same update as the original
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert torch.equal(q.codes, fresh.codes)
+
+
+def test_a_state_dict_from_the_vector_quantize_pytorch_days_loads():
+    q = Quantizer(3, 4, 0.25, 0.5, 1.0).train()
+    q(_clustered(16))
+    legacy = {"vq._codebook.initted": q.initialised.clone(), "vq._codebook.embed": q.codes[None].clone(),
+              "vq._codebook.cluster_size": q.usage[None].clone(), "vq._codebook.embed_avg": q.sums[None].clone()}
+    fresh = Quantizer(3, 4, 0.25, 0.5, 1.0)
+    fresh.load_state_dict(legacy)
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in q.state_dict().items())

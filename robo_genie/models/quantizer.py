@@ -52,6 +52,15 @@ class Quantizer(nn.Module):
         q = rotate_to(flat, q)
         return q.reshape(z.shape).to(z.dtype), idx.reshape(shape), commit
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Bundles and checkpoints written while this wrapped vector-quantize-pytorch keep loading.
+        for old, new in (("initted", "initialised"), ("embed", "codes"), ("cluster_size", "usage"),
+                         ("embed_avg", "sums")):
+            key = f"{prefix}vq._codebook.{old}"
+            if key in state_dict:
+                state_dict[prefix + new] = state_dict.pop(key).reshape(getattr(self, new).shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def codebook(self) -> torch.Tensor:
         """The code vectors [K, dim]."""
