@@ -308,8 +308,8 @@ class DemoJob:
     lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=350, batch_size=24, clip_len=2, lr=2e-3, warmup_steps=30, ckpt_every=100))
     # 350 LAM steps find the primitives with seed 0 (NMI 0.35) but not with seed 1 (0.06). 700 steps
-    # found them under both (0.44-0.56, with the earlier quantiser) but cost 55-80 s more than the
-    # 10 minutes have room for (NOTES.md, sixth and eighth rounds).
+    # find them under both seeds (0.43 with seed 1), but they add about 45 s, which the 10 minutes do
+    # not have room for, and did not lift seed 1's ΔtPSNR over 0.3 (NOTES.md, sixth and eighth rounds).
     dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=300, batch_size=16, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
     # 300 dynamics steps x 16 clips see each training window about once, so encoding every window
