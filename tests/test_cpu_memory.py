@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -25,10 +26,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _faults(env_extra: dict) -> tuple[str, int]:
-    import os
-    env = {**os.environ, **env_extra}
-    out = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, check=True,
-                         timeout=120).stdout.split()
+    out = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env_extra}, timeout=120).stdout.split()
     return out[0], int(out[1])
 
 

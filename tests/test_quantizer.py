@@ -1,5 +1,6 @@
 """The EMA vector quantiser: nearest-code search, k-means start, EMA learning, dead-code restarts,
-straight-through gradients, and an eval mode that changes nothing."""
+the commitment loss and rotation-trick gradients, an eval mode that changes nothing, and loading
+state dicts (its own and those written when it wrapped vector-quantize-pytorch)."""
 
 from __future__ import annotations
 
