@@ -21,11 +21,17 @@ class ClipDataset(Dataset):
     """Every window of `clip_len` consecutive steps inside one episode: `frames` from frame shards,
     `tokens` and `latent_actions` from token shards, plus `labels` where the data has them."""
 
-    def __init__(self, root: str | Path, clip_len: int):
+    def __init__(self, root: str | Path, clip_len: int, require: tuple[str, ...] = ()):
         self.shards = FrameShards(root)
         self.clip_len = clip_len
         wanted = ("frames", "labels") if self.shards.kind == "frames" else ("tokens", "latent_actions", "labels")
         self.keys = [k for k in wanted if self.shards.has(k)]
+        for key in require:       # arrays a stage needs beyond these (e.g. recorded actions)
+            if not self.shards.has(key):
+                raise ShardError(f"{root}: its episodes carry no `{key}`. Give shards that have them "
+                                 f"(`robo-genie sim generate`, LeRobot or RLDS ingest keep actions) or "
+                                 f"train on the LAM's codes (model.dynamics.actions=latent).")
+            self.keys.append(key)
         self.index = np.array([(e, s) for e, ep in enumerate(self.shards.episodes)
                                for s in range(ep["length"] - clip_len + 1)], dtype=np.int64)
         if len(self.index) == 0:
@@ -79,17 +85,17 @@ class MixtureClipDataset(Dataset):
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
 
     @classmethod
-    def from_mixture(cls, root: Path, clip_len: int) -> MixtureClipDataset:
+    def from_mixture(cls, root: Path, clip_len: int, require: tuple[str, ...] = ()) -> MixtureClipDataset:
         spec = json.loads((root / MIXTURE_FILE).read_text())
         members = spec.get("members") or []
         if not members or any(m.get("weight", 0) <= 0 for m in members):
             raise ShardError(f"{root / MIXTURE_FILE}: needs members with positive weights, got {members}")
-        return cls([ClipDataset(root / m["path"], clip_len) for m in members], [m["weight"] for m in members],
-                   root / MIXTURE_FILE)
+        return cls([ClipDataset(root / m["path"], clip_len, require) for m in members],
+                   [m["weight"] for m in members], root / MIXTURE_FILE)
 
     @classmethod
-    def from_slices(cls, root: Path, clip_len: int) -> MixtureClipDataset:
-        parts = [ClipDataset(d, clip_len) for d in _slices(root)]
+    def from_slices(cls, root: Path, clip_len: int, require: tuple[str, ...] = ()) -> MixtureClipDataset:
+        parts = [ClipDataset(d, clip_len, require) for d in _slices(root)]
         return cls(parts, [len(p) for p in parts], root)
 
     def __len__(self) -> int:
@@ -124,14 +130,14 @@ class WeightedResumableSampler(Sampler[int]):
             epoch, pos = epoch + 1, 0
 
 
-def open_clips(root: str | Path, clip_len: int) -> ClipDataset | MixtureClipDataset:
-    """A shard folder, or a mixture of them."""
+def open_clips(root: str | Path, clip_len: int, require: tuple[str, ...] = ()) -> ClipDataset | MixtureClipDataset:
+    """A shard folder, or a mixture of them; `require`: arrays every episode must also carry."""
     root = Path(root)
     if (root / MIXTURE_FILE).is_file():
-        return MixtureClipDataset.from_mixture(root, clip_len)
+        return MixtureClipDataset.from_mixture(root, clip_len, require)
     if is_mixture(root):
-        return MixtureClipDataset.from_slices(root, clip_len)
-    return ClipDataset(root, clip_len)
+        return MixtureClipDataset.from_slices(root, clip_len, require)
+    return ClipDataset(root, clip_len, require)
 
 
 def clip_loader(dataset: ClipDataset | MixtureClipDataset, batch_size: int, seed: int, start_batch: int = 0,

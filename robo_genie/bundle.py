@@ -45,10 +45,40 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
+# MaskGIT options removed on 2026-12-01 (NOTES.md, ninth round), with the values that meant "off".
+_REMOVED_DYNAMICS_OPTIONS = {"calibrate_sampling": True, "action_every_block": False, "prev_frame_input": False,
+                             "target_smoothing": 0.0, "copy_radius": None, "copy_mode": "bonus",
+                             "token_embedding": "learned"}
+
+
 def load_model_config(path: str | Path) -> DictConfig:
-    """The bundle's model config, validated against the ModelConfig schema."""
-    schema = OmegaConf.structured(ModelConfig)
-    return OmegaConf.merge(schema, OmegaConf.load(Path(path) / "config.yaml"))
+    """The bundle's model config, validated against the ModelConfig schema. Configs written before
+    dynamics kinds existed are MaskGIT ones; a dynamics part that used a removed option is refused."""
+    raw = OmegaConf.load(Path(path) / "config.yaml")
+    dyn = raw.get("dynamics")
+    if dyn is not None and "kind" not in dyn:
+        used = {k: dyn[k] for k, off in _REMOVED_DYNAMICS_OPTIONS.items() if k in dyn and dyn[k] != off}
+        if used:
+            raise BundleError(f"{path}: its dynamics part was trained with MaskGIT options that robo_genie no "
+                              f"longer has ({', '.join(f'{k}={v}' for k, v in used.items())}). Train a new "
+                              f"bundle with `robo-genie train stage=all data.path=SHARDS out=RUN` (or "
+                              f"`robo-genie demo`).")
+        for k in _REMOVED_DYNAMICS_OPTIONS:
+            dyn.pop(k, None)
+        dyn.kind = "maskgit"
+    elif dyn is not None:
+        for k in _REMOVED_DYNAMICS_OPTIONS:
+            dyn.pop(k, None)
+    return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
+
+
+def _same_model(a: DictConfig, b: DictConfig, part: str) -> bool:
+    """Whether a part saved under config b fits a bundle written under config a: the same config,
+    except that a new dynamics part may bring its own dynamics section."""
+    if part == "dynamics":
+        a, b = a.copy(), b.copy()
+        a.dynamics = b.dynamics
+    return a == b
 
 
 def save_part(path: str | Path, part: str, model: torch.nn.Module, model_cfg: DictConfig,
@@ -57,7 +87,7 @@ def save_part(path: str | Path, part: str, model: torch.nn.Module, model_cfg: Di
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg_yaml = OmegaConf.to_yaml(model_cfg, resolve=True)
-    if (path / "config.yaml").is_file() and load_model_config(path) != model_cfg:
+    if (path / "config.yaml").is_file() and not _same_model(load_model_config(path), model_cfg, part):
         raise BundleError(f"{path}/config.yaml describes a different model than the {part} being saved; "
                           f"write to a new run directory or pass init_from={path}")
     tmp = path / f"{part}.safetensors.tmp"

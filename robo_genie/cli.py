@@ -129,7 +129,7 @@ def _sim(cfg) -> None:
         raise SystemExit(f"robo-genie sim: unknown action {cfg.what!r}; available: generate, probe")
     from robo_genie.sim.generate import generate
     m = generate(cfg.out, cfg.episodes, cfg.episode_len, cfg.resolution, cfg.workers, cfg.seed, cfg.progress,
-                 scene=cfg.scene or "tabletop", cameras=list(cfg.cameras))
+                 scene=cfg.scene or "tabletop", cameras=list(cfg.cameras), gripper_step=cfg.gripper_step)
     print(f"wrote {len(m['episodes'])} episodes to {cfg.out}")
 
 

@@ -34,7 +34,14 @@ class World:
         self.tokenizer, self.lam, self.dynamics = parts["tokenizer"], parts["lam"], parts["dynamics"]
         self.window, self.lam_window, self.device = window, lam_window, device
         self.num_actions = model_cfg.lam.num_actions
+        # a dynamics model trained on the shards' recorded action vectors, not on LAM codes
+        self.recorded = model_cfg.dynamics.get("actions", "latent") == "recorded"
         self.image_size = model_cfg.image_size
+        # The LAM's code frequencies on the dynamics model's training data (for frequency-matched
+        # random actions in eval); None for a bundle trained before they were counted.
+        counts = getattr(self.dynamics, "action_counts", None)
+        self.action_frequencies = (None if counts is None or counts.sum() == 0
+                                   else (counts.float() / counts.sum()).tolist())
         self.maskgit_steps: int | None = None
         self.temperature: float | None = None
         self.generator = torch.Generator(device=device).manual_seed(seed)
@@ -54,14 +61,16 @@ class World:
     def reset_batch(self, images: torch.Tensor) -> None:
         """images: [B, H, W, 3] float in [0, 1] at the model's resolution."""
         self._tokens = self.tokenizer.encode(images[:, None].to(self.device)).flatten(2)
-        self._actions = torch.zeros(len(images), 0, dtype=torch.long, device=self.device)
+        shape = (len(images), 0, self.cfg.dynamics.action_dim) if self.recorded else (len(images), 0)
+        self._actions = torch.zeros(shape, dtype=torch.float if self.recorded else torch.long, device=self.device)
 
     @torch.no_grad()
     def step_batch(self, actions: torch.Tensor) -> torch.Tensor:
-        """actions: [B] ints -> next frames [B, H, W, 3] float in [0, 1]."""
+        """actions: [B] ints (LAM codes), or [B, action_dim] recorded action vectors -> next frames
+        [B, H, W, 3] float in [0, 1]."""
         if self._tokens is None:
             raise RuntimeError("call reset() with a prompt image before step()")
-        acts = torch.cat([self._actions, actions.to(self.device).long()[:, None]], 1)
+        acts = torch.cat([self._actions, actions.to(self.device, self._actions.dtype)[:, None]], 1)
         ctx_tokens = self._tokens[:, -(self.window - 1):]
         ctx_actions = acts[:, -ctx_tokens.shape[1]:]
         nxt = self.dynamics.sample_next(ctx_tokens, ctx_actions, self.maskgit_steps, self.temperature,
@@ -86,6 +95,9 @@ class World:
         return to_uint8(self.decode_latest()[0])
 
     def step(self, action: int) -> np.ndarray:
+        if self.recorded:
+            raise ValueError("this bundle's dynamics model takes recorded action vectors, not latent codes: "
+                             "step it with World.step_batch(torch.tensor([[...]]))")
         if not 0 <= int(action) < self.num_actions:
             raise ValueError(f"action {action} is outside [0, {self.num_actions}) for this model")
         return to_uint8(self.step_batch(torch.tensor([int(action)]))[0])

@@ -23,18 +23,18 @@ ALL_SCENES = ("tabletop", *SCENES, "mix")      # mix: episode i is arm scene SCE
 _sims: dict = {}
 
 
-def _simulator(scene: str, resolution: int, cameras: tuple[str, ...]):
-    key = (scene, resolution, cameras)
+def _simulator(scene: str, resolution: int, cameras: tuple[str, ...], gripper_step: float):
+    key = (scene, resolution, cameras, gripper_step)
     if key not in _sims:                  # one scene + GL context per worker process
-        _sims[key] = (tabletop.TabletopSim(resolution) if scene == "tabletop"
+        _sims[key] = (tabletop.TabletopSim(resolution, gripper_step) if scene == "tabletop"
                       else teleop.ArmSim(scene, resolution, cameras))
     return _sims[key]
 
 
 def render_episode(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
     """One episode as the named per-step arrays a shard stores."""
-    scene, seed, length, resolution, cameras = args
-    sim = _simulator(scene, resolution, cameras)
+    scene, seed, length, resolution, cameras, gripper_step = args
+    sim = _simulator(scene, resolution, cameras, gripper_step)
     ep = sim.episode(seed, length)
     arrays = {"frames": ep.frames, "actions": ep.actions, "labels": ep.labels}
     if scene != "tabletop":
@@ -43,10 +43,13 @@ def render_episode(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
     return seed, arrays
 
 
-def _spec(scene: str, seed: int, cameras: tuple[str, ...]) -> dict:
+def _spec(scene: str, seed: int, cameras: tuple[str, ...], gripper_step: float) -> dict:
     if scene == "tabletop":
+        extra = {"scene": "tabletop", "seed": seed}
+        if gripper_step != tabletop.STEP_M:       # (folders written before the setting existed match)
+            extra["gripper_step"] = gripper_step
         return {"action_names": list(tabletop.ACTION_NAMES), "label_names": list(tabletop.PRIMITIVES),
-                "extra": {"scene": "tabletop", "seed": seed}, "fps": tabletop.FPS}
+                "extra": extra, "fps": tabletop.FPS}
     return {"action_names": list(teleop.ACTION_NAMES), "label_names": list(teleop.BEHAVIOURS),
             "fps": teleop.FPS,
             "extra": {"scene": scene, "seed": seed, "cameras": list(cameras),
@@ -54,8 +57,8 @@ def _spec(scene: str, seed: int, cameras: tuple[str, ...]) -> dict:
                       "segmentation_names": list(teleop.SEGMENT_NAMES)}}
 
 
-def _open_writer(out: Path, scene: str, resolution: int, seed: int, cameras: tuple[str, ...]):
-    spec = _spec(scene, seed, cameras)
+def _open_writer(out: Path, scene: str, resolution: int, seed: int, cameras: tuple[str, ...], gripper_step: float):
+    spec = _spec(scene, seed, cameras, gripper_step)
     if (out / MANIFEST).is_file():
         manifest = read_manifest(out)
         if manifest.get("extra") != spec["extra"] or manifest.get("image_size") != resolution:
@@ -67,17 +70,23 @@ def _open_writer(out: Path, scene: str, resolution: int, seed: int, cameras: tup
 
 def generate(out: str | Path, episodes: int, episode_len: int = 32, resolution: int = 64,
              workers: int = 1, seed: int = 0, progress: bool = True, scene: str = "tabletop",
-             cameras: tuple[str, ...] | list[str] = ("front",)) -> dict:
-    """Write `episodes` episodes (seeds seed*100003 + i) of `scene` to a shard directory at `out`."""
+             cameras: tuple[str, ...] | list[str] = ("front",), gripper_step: float | None = None) -> dict:
+    """Write `episodes` episodes (seeds seed*100003 + i) of `scene` to a shard directory at `out`.
+    `gripper_step`: the tabletop gripper's travel per step in metres (default 0.022, 2-3 px at 64 px)."""
     if scene not in ALL_SCENES:
         raise ValueError(f"unknown scene {scene!r}; available: {', '.join(ALL_SCENES)}")
     cameras = tuple(cameras)
     if scene == "tabletop" and cameras != ("front",):
         raise ValueError("the tabletop scene has one camera (front); the arm scenes have front, side, top")
+    if gripper_step is not None and scene != "tabletop":
+        raise ValueError("gripper_step is a setting of the tabletop scene; the arm scenes move by teleop waypoints")
+    gripper_step = tabletop.STEP_M if gripper_step is None else float(gripper_step)
+    if not 0 < gripper_step <= 0.1:
+        raise ValueError(f"gripper_step={gripper_step}: expected metres per step in (0, 0.1]")
     out = Path(out)
-    writer, done = _open_writer(out, scene, resolution, seed, cameras)
+    writer, done = _open_writer(out, scene, resolution, seed, cameras, gripper_step)
     jobs = [(SCENES[i % len(SCENES)] if scene == "mix" else scene, seed * 100_003 + i, episode_len, resolution,
-             cameras) for i in range(episodes)]
+             cameras, gripper_step) for i in range(episodes)]
     jobs = [j for j in jobs if f"ep{j[1]}" not in done]
     bar = tqdm(total=episodes, initial=episodes - len(jobs), desc=f"sim {scene} -> {out}", unit="ep",
                disable=not progress)

@@ -43,9 +43,10 @@ def load_model():
 class TabletopSim:
     """One process's scene and renderer; `episode(seed)` is deterministic in the seed."""
 
-    def __init__(self, resolution: int = 64):
+    def __init__(self, resolution: int = 64, step_m: float = STEP_M):
         import mujoco
 
+        self.step_m = step_m                    # gripper travel per step
         self.mj = mujoco
         self.model = load_model()
         self.data = mujoco.MjData(self.model)
@@ -102,7 +103,7 @@ class TabletopSim:
         for seq in sequences:
             self.mj.mj_copyData(self.data, self.model, start)
             for prim in seq:
-                delta = STEP_M * _DIRECTIONS[prim]
+                delta = self.step_m * _DIRECTIONS[prim]
                 self._move(delta if _inside(self.data.mocap_pos[0] + delta) else np.zeros(3))
             ends.append(self._render())
         return first, ends
@@ -114,10 +115,10 @@ class TabletopSim:
         prim, left = 0, 0
         for _ in range(length - 1):
             pos = self.data.mocap_pos[0].copy()
-            if left == 0 or not _inside(pos + STEP_M * _DIRECTIONS[prim]):
-                options = [p for p in range(len(PRIMITIVES)) if _inside(pos + STEP_M * _DIRECTIONS[p])]
+            if left == 0 or not _inside(pos + self.step_m * _DIRECTIONS[prim]):
+                options = [p for p in range(len(PRIMITIVES)) if _inside(pos + self.step_m * _DIRECTIONS[p])]
                 prim, left = int(rng.choice(options)), int(rng.integers(3, 7))
-            delta = STEP_M * _DIRECTIONS[prim]
+            delta = self.step_m * _DIRECTIONS[prim]
             self._move(delta)
             frames.append(self._render())
             actions.append([*delta, 0.0, 0.0, 0.0, 1.0])

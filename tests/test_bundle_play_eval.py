@@ -91,6 +91,16 @@ def test_eval_controllability_cli_writes_json(trained, sim_shards, tmp_path):
         assert key in report
     assert report["t"] == 3 and report["n_clips"] == 4
     assert abs(report["delta_t_psnr"] - (report["psnr_inferred"] - report["psnr_random"])) < 1e-6
+    assert abs(report["inferred_minus_copy"] - (report["psnr_inferred"] - report["psnr_copy"])) < 1e-4
+    assert set(report["delta_t_psnr_by_t"]) == {"1", "2", "3", "4", "8"}      # t and the default ts
+
+
+def test_frequency_matched_random_actions_draw_only_the_codes_in_use():
+    from robo_genie.eval.controllability import random_actions
+    matched = random_actions((50, 4), 4, seed=0, frequencies=[0.0, 0.75, 0.0, 0.25])
+    assert set(matched.unique().tolist()) == {1, 3} and (matched == 1).float().mean() > 0.6
+    uniform = random_actions((50, 4), 4, seed=0)
+    assert set(uniform.unique().tolist()) == {0, 1, 2, 3}
 
 
 def test_eval_ceiling_cli_codes_counterfactual_futures_with_the_bundles_tokenizer(trained, tmp_path):
@@ -100,3 +110,20 @@ def test_eval_ceiling_cli_codes_counterfactual_futures_with_the_bundles_tokenize
     # the micro model's tokenizer is barely trained, so only the structure is checked here
     assert abs(report["delta_t_psnr_ceiling"] - (report["psnr_true_future"] - report["psnr_random_future"])) < 1e-4
     assert 0 < report["fraction_of_pixels_the_futures_differ_in"] < 1
+
+
+def test_bundles_from_before_dynamics_kinds_load_as_maskgit_or_are_refused_with_advice(trained, tmp_path):
+    import shutil
+
+    import yaml
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    cfg = yaml.safe_load((old / "config.yaml").read_text())
+    del cfg["dynamics"]["kind"], cfg["dynamics"]["actions"], cfg["dynamics"]["action_dim"]
+    cfg["dynamics"].update(calibrate_sampling=True, copy_radius=None, token_embedding="learned")
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert bundle_io.load_model_config(old).dynamics.kind == "maskgit"     # its removed options were off
+    cfg["dynamics"].update(token_embedding="codebook", copy_radius=1, copy_mode="blend")
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(bundle_io.BundleError, match="no longer has.*token_embedding=codebook"):
+        bundle_io.load_model_config(old)

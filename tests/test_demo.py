@@ -17,7 +17,13 @@ def test_demo_writes_report_bundle_and_pictures(tmp_path):
     assert isinstance(report["tokenizer"]["psnr"], float)
     assert 0.0 <= report["lam"]["nmi"] <= 1.0
     assert report["lam"]["n_transitions"] == 2 * 9          # every held-out transition is labelled
-    assert {"delta_t_psnr", "psnr_inferred", "psnr_random"} <= report["dynamics"].keys()
+    dyn = report["dynamics"]
+    assert {"delta_t_psnr", "delta_t_psnr_matched", "psnr_inferred", "psnr_random", "psnr_copy"} <= dyn.keys()
+    assert set(dyn["delta_t_psnr_matched_by_t"]) == {"1", "2", "4", "8"}
+    assert abs(dyn["delta_t_psnr_matched"] - (dyn["psnr_inferred"] - dyn["psnr_random_matched"])) < 1e-4
+    # the random actions follow the codes the dynamics model saw in training
+    assert dyn["random_action_frequencies_from"] == "training data"
+    assert abs(sum(dyn["random_action_frequencies"]) - 1) < 1e-3
     assert isinstance(report["seconds"], float) and "timings" in report
     assert (tmp_path / "bundle" / "meta.json").is_file()
     with Image.open(tmp_path / "rollouts.gif") as gif:

@@ -38,3 +38,15 @@ def test_a_script_without_a_main_guard_fails_with_advice_instead_of_hanging(tmp_
                       f"generate({str(tmp_path / 'out')!r}, episodes=4, episode_len=4, resolution=32, workers=2, progress=False)\n")
     done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "__main__" in done.stderr
+
+
+def test_gripper_step_scales_the_moves_and_is_recorded(tmp_path):
+    from robo_genie.sim.generate import generate
+    m = generate(tmp_path / "big", episodes=1, episode_len=6, resolution=32, progress=False, gripper_step=0.044)
+    actions = FrameShards(tmp_path / "big").read(0, key="actions")[:-1, :3]
+    assert np.allclose(np.linalg.norm(actions, axis=1), 0.044) and m["extra"]["gripper_step"] == 0.044
+    default = generate(tmp_path / "default", episodes=1, episode_len=6, resolution=32, progress=False)
+    assert "gripper_step" not in default["extra"]     # folders made before the setting still match
+    import pytest
+    with pytest.raises(ValueError, match="gripper_step"):
+        generate(tmp_path / "arm", episodes=1, scene="cloth", gripper_step=0.044, progress=False)

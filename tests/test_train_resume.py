@@ -42,8 +42,8 @@ def test_halt_and_resume_is_bit_identical(stage, straight_run, sim_shards, tmp_p
 
 def test_interrupted_dynamics_resumes_bit_identical(straight_run, sim_shards, tmp_path, monkeypatch):
     """A real SIGINT in the middle of a step: the step finishes, a checkpoint is saved, the run
-    stops; rerunning continues to the same weights as an uninterrupted run. The dynamics stage
-    draws random masks every step, so this also checks the RNG state."""
+    stops; rerunning continues to the same weights as an uninterrupted run (and the same data
+    order: the loader resumes at the batch it stopped at)."""
     import os
     import shutil
     import signal
@@ -53,8 +53,8 @@ def test_interrupted_dynamics_resumes_bit_identical(straight_run, sim_shards, tm
     real = loop.dynamics_step_fn
     calls = {"n": 0}
 
-    def interrupting(tokenizer, lam, lam_window):
-        step = real(tokenizer, lam, lam_window)
+    def interrupting(tokenizer, lam, lam_window, **options):
+        step = real(tokenizer, lam, lam_window, **options)
 
         def wrapped(model, batch):
             calls["n"] += 1

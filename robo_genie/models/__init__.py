@@ -2,6 +2,7 @@
 
 from robo_genie.models.dynamics import DynamicsModel
 from robo_genie.models.lam import LatentActionModel
+from robo_genie.models.latent_dynamics import LatentDynamics
 from robo_genie.models.st_transformer import STBlock, STTransformer
 from robo_genie.models.tokenizer import VideoTokenizer
 
@@ -19,6 +20,11 @@ def build_part(name: str, model_cfg):
         return LatentActionModel(m.lam, m.image_size, m.max_frames)
     if name == "dynamics":
         grid = m.image_size // m.tokenizer.patch
-        return DynamicsModel(m.dynamics, m.tokenizer.codebook_size, m.lam.num_actions, grid * grid,
+        kinds = {"maskgit": DynamicsModel, "latent": LatentDynamics}
+        if m.dynamics.kind not in kinds:
+            raise ValueError(f"model.dynamics.kind={m.dynamics.kind!r}: expected one of {', '.join(kinds)}")
+        if m.dynamics.kind == "maskgit" and m.dynamics.actions != "latent":
+            raise ValueError("model.dynamics.actions=recorded needs model.dynamics.kind=latent")
+        return kinds[m.dynamics.kind](m.dynamics, m.tokenizer.codebook_size, m.lam.num_actions, grid * grid,
                              m.max_frames, m.tokenizer.code_dim)
     raise ValueError(f"unknown part {name!r}; expected one of {PARTS}")

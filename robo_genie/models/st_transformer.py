@@ -113,18 +113,16 @@ class STTransformer(nn.Module):
             raise ValueError(f"{t0 + t} frames exceed the model's max_frames={self.pos_time.shape[0]}")
         return x + self.pos_space[:s] + self.pos_time[t0:t0 + t, None]
 
-    def forward(self, x: torch.Tensor, kv: list | None = None, cond: torch.Tensor | None = None
-                ) -> torch.Tensor:  # x: [B, T, S, D]
-        """All frames at once; with `kv=[]`, also collects every layer's temporal keys/values.
-        `cond` (broadcastable to x) is added to the input of every block."""
+    def forward(self, x: torch.Tensor, kv: list | None = None) -> torch.Tensor:  # x: [B, T, S, D]
+        """All frames at once; with `kv=[]`, also collects every layer's temporal keys/values."""
         x = self._embed(x, 0)
         for block in self.blocks:
-            x = block(x if cond is None else x + cond, kv)
+            x = block(x, kv)
         return self.norm(x)
 
-    def step(self, x: torch.Tensor, kv: list, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def step(self, x: torch.Tensor, kv: list) -> torch.Tensor:
         """The frame after those whose keys/values are in `kv` (from `forward(..., kv=[])`)."""
         x = self._embed(x, kv[0][0].shape[2])
         for block, past in zip(self.blocks, kv):
-            x = block.step(x if cond is None else x + cond, past)
+            x = block.step(x, past)
         return self.norm(x)

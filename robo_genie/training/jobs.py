@@ -13,15 +13,22 @@ from robo_genie.training.stages import stages_for, train_stages
 
 
 def resolve_model_config(job: DictConfig) -> DictConfig:
-    """An existing run's bundle, then init_from, fix the architecture; else the model= preset."""
+    """An existing run's bundle, then init_from, fix the architecture; else the model= preset. The
+    dynamics part is the exception: a run that trains it takes model.dynamics from the command, so
+    a new dynamics model can be trained on a bundle's tokenizer and LAM."""
+    wanted = OmegaConf.merge(OmegaConf.structured(ModelConfig), job.model)
     for source in (Path(job.out) / "bundle", job.init_from):
         if source and (Path(source) / "config.yaml").is_file():
             cfg = bundle_io.load_model_config(source)
-            if cfg != job.model:
+            if "dynamics" in stages_for(job.stage) and cfg.dynamics != wanted.dynamics:
+                print(f"training a dynamics model of model.dynamics as given "
+                      f"(kind={wanted.dynamics.kind}, actions={wanted.dynamics.actions}) on the parts of {source}")
+                cfg.dynamics = wanted.dynamics
+            if cfg != wanted:
                 print(f"using the model config of {source} (model={cfg.name}); "
                       f"the architecture of a run is fixed by its first stage")
             return cfg
-    return OmegaConf.merge(OmegaConf.structured(ModelConfig), job.model)
+    return wanted
 
 
 def run_train_job(job: DictConfig) -> dict:

@@ -47,17 +47,21 @@ def pixel_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.
     return model(frames_of(batch))
 
 
-def dynamics_step_fn(tokenizer: nn.Module, lam: nn.Module, lam_window: int) -> StepFn:
+def dynamics_step_fn(tokenizer: nn.Module, lam: nn.Module, lam_window: int, recorded: bool = False) -> StepFn:
     """Token shards carry the tokens and latent actions (pre-tokenised with this run's tokenizer and
     LAM); from frame shards they come from the frozen tokenizer and LAM on every batch. Either way
-    no gradient reaches them; the LAM reads windows of the clip length it was trained on."""
+    no gradient reaches them; the LAM reads windows of the clip length it was trained on. With
+    `recorded`, the shards' own action vectors take the place of the LAM's codes."""
     def step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         if "tokens" in batch:
             return model(batch["tokens"].long().flatten(2), batch["latent_actions"][:, :-1].long())
         with torch.no_grad():
             frames = frames_of(batch)
             tokens = tokenizer.encode(frames).flatten(2)
-            actions = infer_actions_windowed(lam, frames, lam_window)
+            if recorded:      # actions[t] is the one taken after frame t
+                actions = batch["actions"][:, :-1].float()
+            else:
+                actions = infer_actions_windowed(lam, frames, lam_window)
         return model(tokens, actions)
     return step
 
@@ -127,7 +131,8 @@ def training_step(model: nn.Module, step_fn: StepFn, batch: dict[str, torch.Tens
 
 def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: str | Path,
           run_dir: str | Path, *, name: str, device: torch.device, seed: int = 0,
-          progress: bool = True, num_workers: int = 0, halt_at_step: int | None = None) -> TrainResult:
+          progress: bool = True, num_workers: int = 0, halt_at_step: int | None = None,
+          require: tuple[str, ...] = ()) -> TrainResult:
     """Train `model` for cfg.steps steps, resuming from run_dir/checkpoints/name if present."""
     SummaryWriter = _summary_writer_class()
 
@@ -141,7 +146,7 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
         step = load_checkpoint(ckpt, model, optimizer)
         model.to(device)
         print(f"[{name}] resuming from {ckpt} (step {step}/{cfg.steps})")
-    dataset = open_clips(data_path, cfg.clip_len)
+    dataset = open_clips(data_path, cfg.clip_len, require)
     batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step, num_workers=num_workers)
     writer = SummaryWriter(str(run_dir / "tensorboard" / name))
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

@@ -74,6 +74,24 @@ def _dynamics_data(data_path: str, run_dir: Path, tok_bundle: Path, lam_bundle: 
     return str(out)
 
 
+def _same_part(bundle: str, part: str, model_cfg: DictConfig) -> bool:
+    """Whether `bundle`'s trained `part` has the architecture model_cfg asks for (a new kind of
+    dynamics model on a bundle's tokenizer and LAM starts from scratch)."""
+    if part != "dynamics":
+        return True
+    try:
+        return bundle_io.load_model_config(bundle).dynamics == model_cfg.dynamics
+    except bundle_io.BundleError:
+        return False
+
+
+def _recorded_action_dim(data_path: str) -> int:
+    """The length of the shards' action vectors (model.dynamics.actions=recorded)."""
+    from robo_genie.datasets.loader import open_clips
+    clips = open_clips(data_path, 1, require=("actions",))
+    return int(clips[0]["actions"].shape[-1])
+
+
 def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dict[str, StageTrainConfig],
                  data_path: str, run_dir: str | Path, *, device: torch.device, seed: int = 0,
                  init_from: str | None = None, progress: bool = True, num_workers: int = 0,
@@ -81,6 +99,9 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
     """Returns per-stage info ({} for a stage that halted before finishing)."""
     run_dir = Path(run_dir)
     run_bundle = run_dir / "bundle"
+    recorded = model_cfg.dynamics.actions == "recorded"
+    if recorded and "dynamics" in stages and model_cfg.dynamics.action_dim == 0:
+        model_cfg.dynamics.action_dim = _recorded_action_dim(data_path)
     results = {}
     for part in stages:
         cfg = stage_cfgs[part]
@@ -90,21 +111,25 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
                              f"initialised after the warm-up")
         torch.manual_seed(seed)
         model = build_part(part, model_cfg)
-        if init_from and part in bundle_io.read_meta(init_from)["parts"]:
+        if init_from and part in bundle_io.read_meta(init_from)["parts"] and _same_part(init_from, part, model_cfg):
             model = bundle_io.load_part(init_from, part, "cpu", model_cfg).train()
             print(f"[{part}] starting from {init_from}")
         part_data = data_path
         if part == "dynamics":
-            tokenizer, _, tok_bundle = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
+            tokenizer, tok_info, tok_bundle = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
             lam, lam_info, lam_bundle = _frozen_part("lam", run_bundle, init_from, device, model_cfg)
-            if model_cfg.dynamics.token_embedding == "codebook":
+            frozen = {"tokenizer": (tokenizer, tok_info, tok_bundle), "lam": (lam, lam_info, lam_bundle)}
+            if hasattr(model, "set_codebook"):      # latent dynamics: the codes are its state space
                 model.set_codebook(tokenizer.quantizer.codebook)
-            step_fn = dynamics_step_fn(tokenizer, lam, lam_window=lam_info["clip_len"])
-            part_data = _dynamics_data(data_path, run_dir, tok_bundle, lam_bundle, pretokenize, device, progress)
+            step_fn = dynamics_step_fn(tokenizer, lam, lam_window=lam_info["clip_len"], recorded=recorded)
+            # recorded actions are read with the frames: no token shards
+            part_data = _dynamics_data(data_path, run_dir, tok_bundle, lam_bundle, pretokenize and not recorded,
+                                       device, progress)
         else:
             step_fn = pixel_step
         result = train(model, step_fn, cfg, part_data, run_dir, name=part, device=device, seed=seed,
-                       progress=progress, num_workers=num_workers, halt_at_step=halt_at_step)
+                       progress=progress, num_workers=num_workers, halt_at_step=halt_at_step,
+                       require=("actions",) if part == "dynamics" and recorded else ())
         if not result.finished:
             print(f"[{part}] halted at step {result.step}; rerun the same command to continue.")
             return results
@@ -112,5 +137,9 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
                 "final_metrics": result.last_metrics, "init_from": init_from,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         bundle_io.save_part(run_bundle, part, result.model, model_cfg, info)
+        if part == "dynamics":     # frozen parts taken from init_from join this run's bundle: it plays alone
+            for name, (frozen_model, frozen_info, source) in frozen.items():
+                if source != run_bundle:
+                    bundle_io.save_part(run_bundle, name, frozen_model, model_cfg, frozen_info)
         results[part] = info
     return results
