@@ -56,17 +56,15 @@ def load_model_config(path: str | Path) -> DictConfig:
     dynamics kinds existed are MaskGIT ones; a dynamics part that used a removed option is refused."""
     raw = OmegaConf.load(Path(path) / "config.yaml")
     dyn = raw.get("dynamics")
-    if dyn is not None and "kind" not in dyn:
-        used = {k: dyn[k] for k, off in _REMOVED_DYNAMICS_OPTIONS.items() if k in dyn and dyn[k] != off}
-        if used:
-            raise BundleError(f"{path}: its dynamics part was trained with MaskGIT options that robo_genie no "
-                              f"longer has ({', '.join(f'{k}={v}' for k, v in used.items())}). Train a new "
-                              f"bundle with `robo-genie train stage=all data.path=SHARDS out=RUN` (or "
-                              f"`robo-genie demo`).")
-        for k in _REMOVED_DYNAMICS_OPTIONS:
-            dyn.pop(k, None)
-        dyn.kind = "maskgit"
-    elif dyn is not None:
+    if dyn is not None:
+        if "kind" not in dyn:
+            used = {k: dyn[k] for k, off in _REMOVED_DYNAMICS_OPTIONS.items() if k in dyn and dyn[k] != off}
+            if used:
+                raise BundleError(f"{path}: its dynamics part was trained with MaskGIT options that robo_genie no "
+                                  f"longer has ({', '.join(f'{k}={v}' for k, v in used.items())}). Train a new "
+                                  f"bundle with `robo-genie train stage=all data.path=SHARDS out=RUN` (or "
+                                  f"`robo-genie demo`).")
+            dyn.kind = "maskgit"
         for k in _REMOVED_DYNAMICS_OPTIONS:
             dyn.pop(k, None)
     return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)

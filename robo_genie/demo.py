@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robo_genie import cpu_memory
 from robo_genie.config import ModelConfig
-from robo_genie.eval.controllability import delta_t_psnr, held_out_clips
+from robo_genie.eval.controllability import TS, delta_t_psnr, held_out_clips
 from robo_genie.eval.parts import lam_action_agreement, tokenizer_psnr
 from robo_genie.eval.report import save_gif, tile, write_html, write_rollouts_gif
 from robo_genie.play import World
@@ -57,7 +57,7 @@ def run_demo(cfg: DictConfig) -> dict:
     with _timed("evaluate on held-out episodes", timings):
         world = World.from_bundle(out / "bundle", str(device), cfg.seed)
         world.maskgit_steps = cfg.maskgit_steps
-        clips = held_out_clips(str(holdout_dir), max(cfg.eval_t, 8) + 1, cfg.eval_clips, cfg.seed)
+        clips = held_out_clips(str(holdout_dir), max(cfg.eval_t, *TS) + 1, cfg.eval_clips, cfg.seed)
         report = {
             "tokenizer": {"psnr": tokenizer_psnr(world.tokenizer, clips[:, :cfg.eval_t + 1], device,
                                                  cfg.tokenizer.clip_len)},

@@ -35,7 +35,7 @@ class World:
         self.window, self.lam_window, self.device = window, lam_window, device
         self.num_actions = model_cfg.lam.num_actions
         # a dynamics model trained on the shards' recorded action vectors, not on LAM codes
-        self.recorded = model_cfg.dynamics.get("actions", "latent") == "recorded"
+        self.recorded = model_cfg.dynamics.actions == "recorded"
         self.image_size = model_cfg.image_size
         # The LAM's code frequencies on the dynamics model's training data (for frequency-matched
         # random actions in eval); None for a bundle trained before they were counted.

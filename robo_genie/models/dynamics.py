@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robo_genie.config import DynamicsConfig
-from robo_genie.models.latent_dynamics import ActionCounts
+from robo_genie.models.action_counts import ActionCounts
 from robo_genie.models.st_transformer import STTransformer
 
 

@@ -22,32 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from robo_genie.config import DynamicsConfig
+from robo_genie.models.action_counts import ActionCounts
+from robo_genie.models.quantizer import nearest_code
 from robo_genie.models.st_transformer import STTransformer
-
-
-class ActionCounts(nn.Module):
-    """How often each latent action occurred in the training batches (a buffer, so checkpoints and
-    bundles carry it). Eval draws frequency-matched random actions from it."""
-
-    def __init__(self, num_actions: int):
-        super().__init__()
-        self.register_buffer("action_counts", torch.zeros(num_actions, dtype=torch.long))
-        # bundles written before the counts existed load with zero counts
-        self._register_load_state_dict_pre_hook(self._fill_missing)
-
-    def count(self, actions: torch.Tensor) -> None:
-        if self.training and not actions.is_floating_point():
-            self.action_counts += torch.bincount(actions.flatten(), minlength=len(self.action_counts))
-
-    def _fill_missing(self, state_dict, prefix, *args) -> None:
-        state_dict.setdefault(prefix + "action_counts", torch.zeros_like(self.action_counts))
 
 
 class LatentDynamics(ActionCounts):
     def __init__(self, cfg: DynamicsConfig, codebook_size: int, num_actions: int, num_spatial: int,
                  max_frames: int, code_dim: int):
         super().__init__(num_actions)
-        self.cfg, self.codebook_size = cfg, codebook_size
         d = cfg.net.dim
         self.register_buffer("codebook", torch.zeros(codebook_size, code_dim))   # the tokenizer's codes
         self.grid = math.isqrt(num_spatial)
@@ -90,8 +73,8 @@ class LatentDynamics(ActionCounts):
 
     def predict(self, vectors: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Code vectors of frames 1..T [B, T, S, code_dim] and actions [B, T] (a_t leads out of
-        frame t; [B, T, action_dim] floats with recorded actions) -> predicted code vectors of frames 2..T+1 (unsnapped). Causal: prediction t sees
-        frames and actions <= t."""
+        frame t; [B, T, action_dim] floats with recorded actions) -> predicted code vectors of
+        frames 2..T+1 (unsnapped). Causal: prediction t sees frames and actions <= t."""
         near = self._neighbours(vectors)
         x = self.code_in(near.flatten(-2)) + self.action_emb(actions)[:, :, None]
         h = self.net(x)
@@ -115,9 +98,7 @@ class LatentDynamics(ActionCounts):
 
     def nearest(self, vectors: torch.Tensor) -> torch.Tensor:
         """The nearest code to each vector [..., code_dim] -> [...]."""
-        flat = vectors.reshape(-1, vectors.shape[-1]).float()
-        dist = self.codebook.pow(2).sum(-1) - 2 * flat @ self.codebook.T   # |v|^2 is the same for every code
-        return dist.argmin(-1).reshape(vectors.shape[:-1])
+        return nearest_code(vectors, self.codebook)
 
     @torch.no_grad()
     def sample_next(self, context: torch.Tensor, actions: torch.Tensor, steps: int | None = None,

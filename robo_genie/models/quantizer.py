@@ -21,6 +21,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+@torch.no_grad()
+def nearest_code(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest of `codes` [K, dim] (Euclidean) for z [..., dim] -> [...]."""
+    flat = z.detach().float().reshape(-1, z.shape[-1])
+    # In float32 even under bf16 autocast: nearby codes differ by less than bf16 resolves.
+    with torch.autocast(device_type=flat.device.type, enabled=False):
+        # |z - c|^2 = |z|^2 - 2 z.c + |c|^2, and |z|^2 is the same for every code.
+        dist = torch.addmm(codes.float().pow(2).sum(-1), flat, codes.float().T, alpha=-2)
+    return dist.argmin(-1).reshape(z.shape[:-1])
+
+
 class Quantizer(nn.Module):
     def __init__(self, dim: int, codebook_size: int, commitment_weight: float, ema_decay: float,
                  dead_code_threshold: float, kmeans_iters: int = 10, eps: float = 1e-5):
@@ -66,16 +77,9 @@ class Quantizer(nn.Module):
         """The code vectors [K, dim]."""
         return self.codes
 
-    @torch.no_grad()
     def nearest(self, z: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
         """Index of the nearest code (Euclidean) for z [..., dim] -> [...]."""
-        codes = self.codes if codes is None else codes
-        flat = z.detach().float().reshape(-1, z.shape[-1])
-        # In float32 even under bf16 autocast: nearby codes differ by less than bf16 resolves.
-        with torch.autocast(device_type=flat.device.type, enabled=False):
-            # |z - c|^2 = |z|^2 - 2 z.c + |c|^2, and |z|^2 is the same for every code.
-            dist = torch.addmm(codes.pow(2).sum(-1), flat, codes.T, alpha=-2)
-        return dist.argmin(-1).reshape(z.shape[:-1])
+        return nearest_code(z, self.codes if codes is None else codes)
 
     def lookup(self, idx: torch.Tensor) -> torch.Tensor:
         """Code indices [...] -> code vectors [..., dim]."""
