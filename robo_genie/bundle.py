@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -117,3 +118,17 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu",
     """Load the model config and the requested parts (all three by default)."""
     cfg = load_model_config(path)
     return cfg, {p: load_part(path, p, device, cfg) for p in parts}
+
+
+def digest(path: str | Path) -> str:
+    """sha256 over the bundle's config and part files: what an adapter records of the bundle it was
+    fitted on, so that it is not used with another."""
+    path = Path(path)
+    meta = read_meta(path)
+    h = hashlib.sha256()
+    for name in ["config.yaml", *(f"{p}.safetensors" for p in sorted(meta["parts"]))]:
+        h.update(name.encode())
+        with open(path / name, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()

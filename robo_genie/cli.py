@@ -24,6 +24,9 @@ commands:
   eval      robo-genie eval controllability bundle=RUN/bundle data.path=SHARDS out=DIR
             robo-genie eval consistency bundle=RUN/bundle prompts=SHARDS_OR_IMAGES out=DIR
             robo-genie eval ceiling bundle=RUN/bundle out=DIR   (a perfect dynamics model's ΔtPSNR, tabletop)
+  adapter   map latent actions to robot commands, fitted on a few labelled episodes; judged offline and in MuJoCo
+            robo-genie adapter fit bundle=RUN/bundle data.path=SHARDS_WITH_ACTIONS kind=lookup|learned labelled=0.05 out=ADAPTER
+            robo-genie adapter eval adapter=ADAPTER data.path=HELD_OUT_SHARDS out=DIR
   sim       MuJoCo scenes: scripted robot video, and the deformable-object probe of a world model
             robo-genie sim generate scene=tabletop|cloth|rope|soft|rigid episodes=N workers=W out=SHARDS
             robo-genie sim probe bundle=RUN/bundle scene=all|cloth|rope|soft|rigid episodes=N horizon=H out=DIR
@@ -133,6 +136,11 @@ def _sim(cfg) -> None:
     print(f"wrote {len(m['episodes'])} episodes to {cfg.out}")
 
 
+def _adapter(cfg) -> None:
+    from robo_genie.adapter.jobs import run_adapter
+    run_adapter(cfg)
+
+
 def _bench(cfg) -> None:
     from robo_genie.bench import run_bench
     run_bench(cfg)
@@ -141,7 +149,7 @@ def _bench(cfg) -> None:
 COMMANDS: dict[str, tuple[str, Callable]] = {
     "demo": ("demo", _demo), "ingest": ("ingest", _ingest), "export": ("export", _export), "train": ("train", _train),
     "play": ("play", _play), "eval": ("eval", _eval), "sim": ("sim", _sim),
-    "bench": ("bench", _bench),
+    "adapter": ("adapter", _adapter), "bench": ("bench", _bench),
 }
 
 
@@ -195,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     except (HydraException, OmegaConfBaseException) as e:
         raise SystemExit(f"robo-genie {command}: bad setting: {e}\n(`robo-genie {command} --help` lists "
                          f"the settings and their defaults)") from None
+    from robo_genie.adapter.adapter import AdapterError
     from robo_genie.bundle import BundleError
     from robo_genie.cpu_memory import keep_freed_memory
     from robo_genie.datasets.shards import ShardError
@@ -202,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     try:
         run(cfg)
-    except (IngestError, ShardError, BundleError, ValueError) as e:
+    except (IngestError, ShardError, BundleError, AdapterError, ValueError) as e:
         raise SystemExit(f"robo-genie {command}: {e}") from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -241,6 +241,28 @@ class EvalJob:
 
 
 @dataclass
+class AdapterJob:
+    what: str = "fit"                 # fit | eval (the first positional word)
+    bundle: str | None = None         # fit: the world model; eval: default, the one the adapter was fitted on
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)   # fit: labelled shards; eval: held-out ones
+    kind: str = "learned"             # lookup (per-code mean command) | learned (code + observation -> command)
+    labelled: float = 0.05            # fit: the fraction of the episodes whose actions are used
+    out: str = MISSING
+    adapter: str | None = None        # eval: the adapter directory
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.2, 1.0])   # eval: offline sweep
+    replay_episodes: int = 8          # eval: held-out episodes replayed in MuJoCo
+    goal_episodes: int = 8            # eval: goal-reaching episodes
+    goal_steps: int = 6               # the goal is this many steps into a held-out episode
+    horizon: int = 2                  # planning: codes per candidate sequence
+    population: int = 32              # planning: CEM candidates per iteration
+    iterations: int = 2               # planning: CEM iterations per step
+    success_radius: float = 0.03      # a goal is reached with the gripper this close (m) to the goal's
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
 class SimJob:
     what: str = "generate"            # generate | probe
     scene: str | None = None          # generate: tabletop (default), cloth, rope, soft, rigid; probe: all (default) or one
@@ -329,5 +351,6 @@ def register_configs() -> None:
     cs.store(name="play", node=PlayJob)
     cs.store(name="eval", node=EvalJob)
     cs.store(name="sim", node=SimJob)
+    cs.store(name="adapter", node=AdapterJob)
     cs.store(name="demo", node=DemoJob)
     cs.store(name="bench", node=BenchJob)

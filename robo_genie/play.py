@@ -47,14 +47,17 @@ class World:
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self._tokens: torch.Tensor | None = None     # [B, t, S]
         self._actions: torch.Tensor | None = None    # [B, t-1]
+        self.bundle_path: Path | None = None         # where it was loaded from (adapters check it)
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str = "auto", seed: int = 0) -> World:
         device = resolve_device(device)
         cfg, parts = bundle_io.load_bundle(path, device)
         meta = bundle_io.read_meta(path)
-        return cls(cfg, parts, int(meta["parts"]["dynamics"]["clip_len"]), int(meta["parts"]["lam"]["clip_len"]),
-                   device, seed)
+        world = cls(cfg, parts, int(meta["parts"]["dynamics"]["clip_len"]), int(meta["parts"]["lam"]["clip_len"]),
+                    device, seed)
+        world.bundle_path = Path(path)
+        return world
 
     # -- batched core (B prompts at once; used by eval) -------------------------------------------
     @torch.no_grad()
@@ -65,9 +68,9 @@ class World:
         self._actions = torch.zeros(shape, dtype=torch.float if self.recorded else torch.long, device=self.device)
 
     @torch.no_grad()
-    def step_batch(self, actions: torch.Tensor) -> torch.Tensor:
+    def step_batch(self, actions: torch.Tensor, decode: bool = True) -> torch.Tensor | None:
         """actions: [B] ints (LAM codes), or [B, action_dim] recorded action vectors -> next frames
-        [B, H, W, 3] float in [0, 1]."""
+        [B, H, W, 3] float in [0, 1] (None with decode=False: a planner reads `latest_codes()`)."""
         if self._tokens is None:
             raise RuntimeError("call reset() with a prompt image before step()")
         acts = torch.cat([self._actions, actions.to(self.device, self._actions.dtype)[:, None]], 1)
@@ -77,7 +80,12 @@ class World:
                                         self.generator)
         self._tokens = torch.cat([self._tokens, nxt[:, None]], 1)
         self._actions = acts
-        return self.decode_latest()
+        return self.decode_latest() if decode else None
+
+    @torch.no_grad()
+    def latest_codes(self) -> torch.Tensor:
+        """The tokenizer code vectors of every rollout's latest frame, [B, S, code_dim]."""
+        return self.tokenizer.quantizer.lookup(self._tokens[:, -1])
 
     @torch.no_grad()
     def decode_latest(self) -> torch.Tensor:

@@ -92,20 +92,46 @@ class TabletopSim:
             self.data.mocap_pos[0] = pos + delta * (k + 1) / SUBSTEPS
             self.mj.mj_step(self.model, self.data)
 
+    # -- closed-loop control: a controller (the adapter, a planner) drives the scene step by step --
+    def reset(self, seed: int) -> np.ndarray:
+        """Episode `seed`'s start state (the same scene `episode(seed, ...)` records); its first frame."""
+        self._randomise(np.random.default_rng(seed))
+        return self._render()
+
+    def apply(self, action: np.ndarray) -> np.ndarray:
+        """Execute one 7-D command (only xyz moves the mocap gripper; each axis is clipped to one step,
+        and a move that would leave the workspace holds still). Returns the next frame."""
+        delta = np.clip(np.asarray(action, float)[:3], -self.step_m, self.step_m)
+        self._move(delta if _inside(self.data.mocap_pos[0] + delta) else np.zeros(3))
+        return self._render()
+
+    def gripper_position(self) -> np.ndarray:
+        return self.data.mocap_pos[0].copy()
+
+    def object_positions(self) -> np.ndarray:
+        """[3, 2]: the table objects' xy."""
+        return np.array([self.data.qpos[q:q + 2] for q in self.object_qadr])
+
+    def save_state(self):
+        state = self.mj.MjData(self.model)
+        self.mj.mj_copyData(state, self.model, self.data)
+        return state
+
+    def load_state(self, state) -> None:
+        self.mj.mj_copyData(self.data, self.model, state)
+
     def futures(self, seed: int, sequences: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Episode `seed`'s first frame, and the frame reached from that same state after each
         sequence of primitives (indices into PRIMITIVES; a step that would leave the workspace holds
         still): counterfactual futures of one scene."""
-        self._randomise(np.random.default_rng(seed))
-        start = self.mj.MjData(self.model)
-        self.mj.mj_copyData(start, self.model, self.data)
-        first, ends = self._render(), []
+        first = self.reset(seed)
+        start, ends = self.save_state(), []
         for seq in sequences:
-            self.mj.mj_copyData(self.data, self.model, start)
+            self.load_state(start)
+            frame = first
             for prim in seq:
-                delta = self.step_m * _DIRECTIONS[prim]
-                self._move(delta if _inside(self.data.mocap_pos[0] + delta) else np.zeros(3))
-            ends.append(self._render())
+                frame = self.apply(self.step_m * _DIRECTIONS[prim])
+            ends.append(frame)
         return first, ends
 
     def episode(self, seed: int, length: int) -> Episode:

@@ -275,7 +275,6 @@ class ArmSim:
         plan_rng = np.random.default_rng([seed, 1])          # the same direction for any behaviour
         waypoints = self.plan(behaviour, plan_rng)
         label = BEHAVIOURS.index(behaviour)
-        m, d = self.model, self.data
         frames, segs, states = [], [], []
         views = {cam: [] for cam in self.cameras[1:]}
         actions, labels = [], []
@@ -299,12 +298,7 @@ class ArmSim:
                 grip = wp.grip if dist <= STEP_M else grip
             else:
                 step = np.zeros(3)
-            self._grasp(grip > 0.5)
-            d.ctrl[:] = -0.02 * grip                       # fingers: open 0, closed -0.02 (m)
-            start = d.mocap_pos[0].copy()
-            for s in range(SUBSTEPS):                      # move smoothly within the frame interval
-                d.mocap_pos[0] = start + step * (s + 1) / SUBSTEPS
-                self.mj.mj_step(m, d)
+            self._actuate(step, grip)
             self._record(frames, segs, views, states)
             objects.append(self._object_state(first_dists)[0])
             actions.append([*step, 0.0, 0.0, 0.0, grip])
@@ -314,6 +308,53 @@ class ArmSim:
         return ArmEpisode(np.stack(frames), np.asarray(actions, np.float32), np.asarray(labels, np.int64),
                           np.asarray(states, np.float32), np.stack(segs), np.asarray(objects, np.float32),
                           {cam: np.stack(v) for cam, v in views.items()})
+
+    def _actuate(self, step: np.ndarray, grip: float) -> None:
+        d = self.data
+        self._grasp(grip > 0.5)
+        d.ctrl[:] = -0.02 * grip                           # fingers: open 0, closed -0.02 (m)
+        start = d.mocap_pos[0].copy()
+        for s in range(SUBSTEPS):                          # move smoothly within the frame interval
+            d.mocap_pos[0] = start + step * (s + 1) / SUBSTEPS
+            self.mj.mj_step(self.model, d)
+
+    # ---- closed-loop control: a controller (the adapter, a planner) drives the arm step by step ----
+    def reset(self, seed: int) -> np.ndarray:
+        """Episode `seed`'s start state (the scene `episode(seed, ...)` records); its first frame."""
+        self._randomise(np.random.default_rng(seed), None)
+        return self._render(self.cameras[0])
+
+    def apply(self, action: np.ndarray) -> np.ndarray:
+        """Execute one 7-D command (xyz fingertip delta, at most STEP_M long and kept inside the
+        workspace; gripper closedness > 0.5 closes). Returns the next frame."""
+        action = np.asarray(action, float)
+        step = action[:3]
+        norm = np.linalg.norm(step)
+        if norm > STEP_M:
+            step = step * STEP_M / norm
+        tips = self.fingertips_command()
+        step = np.clip(tips + step, WORKSPACE_LO, WORKSPACE_HI) - tips
+        self._actuate(step, float(action[6] > 0.5))
+        return self._render(self.cameras[0])
+
+    def gripper_position(self) -> np.ndarray:
+        return self.fingertips_command()
+
+    def object_positions(self) -> np.ndarray:
+        """[1, 2]: the target's centre xy."""
+        return self.target_points().mean(0)[None, :2]
+
+    def save_state(self):
+        state = self.mj.MjData(self.model)
+        self.mj.mj_copyData(state, self.model, self.data)
+        return state, int(self.data.eq_active[self.grasp_eq]), self.model.eq_obj2id[self.grasp_eq], \
+            self.model.eq_data[self.grasp_eq].copy()
+
+    def load_state(self, state) -> None:
+        data, active, obj, eq = state
+        self.mj.mj_copyData(self.data, self.model, data)
+        self.data.eq_active[self.grasp_eq] = active
+        self.model.eq_obj2id[self.grasp_eq], self.model.eq_data[self.grasp_eq] = obj, eq
 
     def fingertips_command(self) -> np.ndarray:
         """Where the commanded (mocap) fingertips are; the arm lags it by the weld's stiffness."""

@@ -1,0 +1,237 @@
+"""The latent-to-real action adapter: LAM codes <-> robot commands, fitted on a few labelled episodes.
+
+    adapter = Adapter.load("adapter/")          # loads (and checks) the bundle it was fitted on
+    adapter.to_robot(3, image)                  # -> {"action": [dx, ..., gripper], "names": [...]}
+    adapter.to_latent(command, image)           # -> the LAM code that command most resembles
+
+Two kinds, both with a forward map (code -> command) and an inverse map (command -> code):
+- `lookup` (Genie, Appendix E): per code, the real actions seen with it on labelled transitions;
+  forward returns their mean (or one of them, `sample=True`), inverse the code whose mean is nearest.
+- `learned`: the lookup's mean plus a correction from a small network over the code's vector and
+  the observation's features (LAPA / UniVLA-style heads); its inverse is a classifier over the
+  command and the observation. Weight decay keeps the correction small where the data says little.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from robo_genie import bundle as bundle_io
+from robo_genie.adapter.transitions import Transitions, observation_features
+
+FORMAT = "robo_genie.adapter/1"
+KINDS = ("lookup", "learned")
+UNITS = {"dx": "m", "dy": "m", "dz": "m", "droll": "rad", "dpitch": "rad", "dyaw": "rad", "gripper": "closed (0-1)"}
+HIDDEN = 128
+FIT_STEPS = 800
+
+
+class AdapterError(ValueError):
+    pass
+
+
+def _mlp(d_in: int, d_out: int) -> nn.Module:
+    net = nn.Sequential(nn.LayerNorm(d_in), nn.Dropout(0.2), nn.Linear(d_in, HIDDEN), nn.GELU(),
+                        nn.Linear(HIDDEN, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, d_out))
+    nn.init.zeros_(net[-1].weight)      # starts as the lookup (forward) / a uniform guess (inverse)
+    nn.init.zeros_(net[-1].bias)
+    return net
+
+
+def _train(net: nn.Module, inputs: torch.Tensor, loss_fn, val: torch.Tensor, seed: int) -> nn.Module:
+    """Full-batch AdamW (labelled sets are hundreds to a few thousand transitions), keeping the
+    weights with the lowest loss on held-aside labelled episodes (`val` marks them): observation
+    features identify single frames, and a network left to run memorises them."""
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.01)
+    fit_rows = ~val if val.any() and (~val).any() else torch.ones_like(val)
+    best, best_loss = copy.deepcopy(net.state_dict()), float("inf")
+    for step in range(FIT_STEPS + 1):
+        if val.any() and step % 10 == 0:
+            net.eval()
+            with torch.no_grad():
+                loss = float(loss_fn(net(inputs[val]), val))
+            if loss < best_loss:
+                best, best_loss = copy.deepcopy(net.state_dict()), loss
+        if step == FIT_STEPS:
+            break
+        net.train()
+        loss = loss_fn(net(inputs[fit_rows]), fit_rows)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if val.any():
+        net.load_state_dict(best)
+    return net.eval()
+
+
+class Adapter:
+    def __init__(self, kind: str, info: dict, tensors: dict[str, torch.Tensor], world=None):
+        if kind not in KINDS:
+            raise AdapterError(f"adapter kind {kind!r}: expected one of {', '.join(KINDS)}")
+        self.kind, self.info, self.t = kind, info, tensors
+        self.names = list(info["action_names"])
+        self.world = world
+        self.mean, self.std = tensors["action_mean"], tensors["action_std"]
+        if kind == "learned":
+            self.forward_net, self.inverse_net = self._nets()
+            self.forward_net.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("forward.")})
+            self.inverse_net.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("inverse.")})
+            self.forward_net.eval()
+            self.inverse_net.eval()
+
+    # -- fitting -------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, kind: str, data: Transitions, world, action_names: list[str], info: dict | None = None,
+            seed: int = 0) -> Adapter:
+        """Fit on labelled transitions; `world` gives the code vectors and observation features."""
+        if kind not in KINDS:
+            raise AdapterError(f"adapter kind {kind!r}: expected one of {', '.join(KINDS)}")
+        actions = torch.from_numpy(data.actions).float()
+        std = actions.std(0) if len(actions) > 1 else torch.ones(actions.shape[1])
+        tensors = {"action_mean": actions.mean(0), "action_std": torch.where(std > 1e-6, std, torch.ones_like(std))}
+        k = world.num_actions
+        codes = torch.from_numpy(data.codes).long()
+        counts = torch.bincount(codes, minlength=k)
+        sums = torch.zeros(k, actions.shape[1]).index_add_(0, codes, actions)
+        # an unseen code maps to the average command
+        tensors["code_means"] = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None],
+                                            tensors["action_mean"])
+        tensors["code_counts"] = counts
+        tensors["sample_actions"], tensors["sample_codes"] = actions, codes
+        info = {"format": FORMAT, "kind": kind, "action_names": list(action_names),
+                "units": [UNITS.get(n, "") for n in action_names], "num_actions": k,
+                "n_transitions": len(data), **(info or {})}
+        if kind == "learned":
+            feats = torch.from_numpy(data.features).float()
+            tensors["feature_mean"], tensors["feature_std"] = feats.mean(0), feats.std(0).clamp_min(1e-4)
+            adapter = cls(kind, info, {**tensors, **cls._init_nets(tensors, world, actions.shape[1], feats.shape[1])},
+                          world)
+            x_fwd = adapter._forward_inputs(codes, feats)
+            target = (actions - tensors["code_means"][codes]) / adapter.std
+            # a fifth of the labelled episodes (when there are several) choose when to stop
+            eps = np.unique(data.episodes)
+            val = torch.from_numpy(np.isin(data.episodes, eps[::5][1:] if len(eps) >= 5 else eps[1:2]))
+            _train(adapter.forward_net, x_fwd, lambda y, rows: F.mse_loss(y, target[rows]), val, seed)
+            x_inv = adapter._inverse_inputs(actions, feats)
+            _train(adapter.inverse_net, x_inv, lambda y, rows: F.cross_entropy(y, codes[rows]), val, seed)
+            adapter.t |= {f"forward.{n}": v.detach() for n, v in adapter.forward_net.state_dict().items()}
+            adapter.t |= {f"inverse.{n}": v.detach() for n, v in adapter.inverse_net.state_dict().items()}
+            return adapter
+        return cls(kind, info, tensors, world)
+
+    @classmethod
+    def _init_nets(cls, tensors: dict, world, n_actions: int, n_features: int) -> dict[str, torch.Tensor]:
+        code_dim = world.lam.quantizer.codebook.shape[1]
+        tensors = {"code_vectors": world.lam.quantizer.codebook.detach().float().cpu().clone()}
+        fwd, inv = _mlp(code_dim + n_features, n_actions), _mlp(n_actions + n_features, world.num_actions)
+        tensors |= {f"forward.{n}": v for n, v in fwd.state_dict().items()}
+        tensors |= {f"inverse.{n}": v for n, v in inv.state_dict().items()}
+        return tensors
+
+    def _nets(self) -> tuple[nn.Module, nn.Module]:
+        code_dim, n_feat = self.t["code_vectors"].shape[1], self.t["feature_mean"].shape[0]
+        return _mlp(code_dim + n_feat, len(self.names)), _mlp(len(self.names) + n_feat, self.info["num_actions"])
+
+    def _features(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats - self.t["feature_mean"]) / self.t["feature_std"]
+
+    def _forward_inputs(self, codes: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.t["code_vectors"][codes], self._features(feats)], 1)
+
+    def _inverse_inputs(self, actions: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(actions - self.mean) / self.std, self._features(feats)], 1)
+
+    # -- batched maps (numpy in, numpy out; used by eval) ------------------------------------------
+    @torch.no_grad()
+    def predict(self, codes: np.ndarray, features: np.ndarray, sample: bool = False,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+        """Codes [N] (+ observation features [N, F]) -> commands [N, A]."""
+        codes_t = torch.as_tensor(np.asarray(codes), dtype=torch.long)
+        if self.kind == "learned":
+            y = self.forward_net(self._forward_inputs(codes_t, torch.as_tensor(features).float()))
+            return (self.t["code_means"][codes_t] + y * self.std).numpy()
+        if sample:                   # u ~ D[a]: one of the real actions seen with the code
+            rng = rng or np.random.default_rng()
+            pool, pool_codes = self.t["sample_actions"].numpy(), self.t["sample_codes"].numpy()
+            out = self.t["code_means"][codes_t].numpy().copy()
+            for i, c in enumerate(codes_t.tolist()):
+                seen = np.flatnonzero(pool_codes == c)
+                if len(seen):
+                    out[i] = pool[rng.choice(seen)]
+            return out
+        return self.t["code_means"][codes_t].numpy()
+
+    @torch.no_grad()
+    def invert(self, actions: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Commands [N, A] (+ observation features) -> LAM codes [N]."""
+        a = torch.as_tensor(np.asarray(actions)).float()
+        if self.kind == "learned":
+            return self.inverse_net(self._inverse_inputs(a, torch.as_tensor(features).float())).argmax(1).numpy()
+        seen = self.t["code_counts"] > 0
+        means = (self.t["code_means"] - self.mean) / self.std
+        dist = torch.cdist((a - self.mean) / self.std, means)
+        return dist.masked_fill(~seen, float("inf")).argmin(1).numpy()
+
+    # -- one observation at a time (the robot-side API) ---------------------------------------------
+    def features(self, observation: np.ndarray) -> np.ndarray:
+        """Features of one or more uint8 images at the bundle's resolution."""
+        if self.world is None:
+            raise AdapterError("this adapter has no world model attached: load it with Adapter.load(path)")
+        obs = np.asarray(observation)
+        return observation_features(self.world.tokenizer, obs[None] if obs.ndim == 3 else obs, self.world.device)
+
+    def to_robot(self, code: int, observation: np.ndarray, sample: bool = False) -> dict:
+        feats = self.features(observation) if self.kind == "learned" else np.zeros((1, 0), np.float32)
+        return {"action": self.predict(np.array([int(code)]), feats, sample)[0], "names": self.names}
+
+    def to_latent(self, action, observation: np.ndarray) -> int:
+        feats = self.features(observation) if self.kind == "learned" else np.zeros((1, 0), np.float32)
+        return int(self.invert(np.asarray(action, np.float32)[None], feats)[0])
+
+    # -- the artifact ----------------------------------------------------------------------------
+    def save(self, out: str | Path) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "adapter.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in self.t.items()}, str(tmp))
+        os.replace(tmp, out / "adapter.safetensors")
+        tmp = out / "adapter.json.tmp"
+        tmp.write_text(json.dumps(self.info, indent=1))
+        os.replace(tmp, out / "adapter.json")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path, world=None, bundle: str | Path | None = None, device: str = "auto") -> Adapter:
+        """Load an adapter and the world model it belongs to (`world`, or the bundle at `bundle`, or
+        the one recorded at fit time). A bundle other than the one it was fitted on is refused."""
+        from robo_genie.play import World
+
+        path = Path(path)
+        if not (path / "adapter.json").is_file():
+            raise AdapterError(f"{path} is not an adapter (no adapter.json). Fit one with `robo-genie adapter fit "
+                               f"bundle=RUN/bundle data.path=SHARDS_WITH_ACTIONS out={path}`.")
+        info = json.loads((path / "adapter.json").read_text())
+        if info.get("format") != FORMAT:
+            raise AdapterError(f"{path / 'adapter.json'}: unknown format {info.get('format')!r} (expected {FORMAT})")
+        tensors = load_file(str(path / "adapter.safetensors"))
+        bundle = Path(bundle) if bundle is not None else Path(world.bundle_path if world is not None and
+                                                              getattr(world, "bundle_path", None)
+                                                              else info["bundle"])
+        found = bundle_io.digest(bundle)
+        if found != info["bundle_digest"]:
+            raise AdapterError(f"adapter {path} was fitted on the bundle {info['bundle']} (digest "
+                               f"{info['bundle_digest'][:12]}), but {bundle} is another model (digest {found[:12]}). "
+                               f"Refit it: `robo-genie adapter fit bundle={bundle} data.path=... out=...`.")
+        if world is None:
+            world = World.from_bundle(bundle, device)
+        return cls(info["kind"], info, tensors, world)

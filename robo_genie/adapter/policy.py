@@ -1,0 +1,98 @@
+"""Goal-reaching with a world model: plan latent-code sequences with the cross-entropy method (CEM),
+map the first code of the best plan to a real command, execute, replan (receding horizon, as
+V-JEPA 2-AC plans on real arms).
+
+    policy = LatentPolicy(world, adapter, goal_image)
+    command = policy.select_action(observation)       # -> torch.Tensor [A], LeRobot-policy style
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def cem(score: Callable[[np.ndarray], np.ndarray], n_options: int, horizon: int, population: int = 64,
+        elites: int = 8, iterations: int = 3, rng: np.random.Generator | None = None) -> tuple[np.ndarray, float]:
+    """Cross-entropy method over sequences of discrete options. `score(seqs [P, horizon]) -> [P]`,
+    higher is better. Each step's categorical distribution is refitted to the elite sequences
+    (mixed with a little of the uniform, so no option dies out). Returns the best sequence seen."""
+    rng = rng or np.random.default_rng()
+    probs = np.full((horizon, n_options), 1.0 / n_options)
+    best, best_score = None, -np.inf
+    for _ in range(iterations):
+        seqs = np.stack([rng.choice(n_options, population, p=p) for p in probs], 1)   # [P, H]
+        scores = score(seqs)
+        order = np.argsort(-scores)
+        if scores[order[0]] > best_score:
+            best, best_score = seqs[order[0]].copy(), float(scores[order[0]])
+        top = seqs[order[:elites]]
+        freq = np.stack([np.bincount(top[:, h], minlength=n_options) for h in range(horizon)]) / len(top)
+        probs = 0.9 * freq + 0.1 / n_options
+    return best, best_score
+
+
+def frame_similarity(frames: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """Negative mean squared pixel error of each uint8 frame [P, H, W, 3] to a uint8 goal."""
+    return -((frames.astype(np.float32) - goal.astype(np.float32)) ** 2).mean(axis=(1, 2, 3)) / 255.0 ** 2
+
+
+class LatentPolicy:
+    """Plans in the world model over latent codes; the adapter turns the chosen code into a command."""
+
+    def __init__(self, world, adapter, goal: np.ndarray, horizon: int = 2, population: int = 32, elites: int = 6,
+                 iterations: int = 2, seed: int = 0):
+        from robo_genie.datasets.transforms import center_crop_resize
+
+        self.world, self.adapter = world, adapter
+        self.goal = center_crop_resize(np.asarray(goal), world.image_size)
+        self.horizon, self.population, self.elites, self.iterations = horizon, population, elites, iterations
+        self.rng = np.random.default_rng(seed)
+        self._goal_codes: torch.Tensor | None = None
+        self.plan: np.ndarray | None = None          # the latest best code sequence
+        self.predicted: np.ndarray | None = None     # the model's frame at the end of that plan (uint8)
+
+    def reset(self) -> None:
+        self.plan = self.predicted = None
+
+    def _prompt(self, image: np.ndarray, n: int) -> None:
+        from robo_genie.datasets.transforms import center_crop_resize
+
+        img = torch.from_numpy(center_crop_resize(image, self.world.image_size)).float().div(255)
+        self.world.reset_batch(img[None].expand(n, -1, -1, -1))
+
+    @torch.no_grad()
+    def _score(self, image: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+        """How close the world model's last frame after each code sequence comes to the goal, in the
+        tokenizer's code-vector space (no decoding: planning costs only dynamics steps)."""
+        self._prompt(image, len(seqs))
+        for h in range(seqs.shape[1]):
+            self.world.step_batch(torch.from_numpy(seqs[:, h]).long(), decode=False)
+        pred = self.world.latest_codes()
+        return -((pred - self._goal_codes) ** 2).mean(dim=(1, 2)).cpu().numpy()
+
+    @torch.no_grad()
+    def select_code(self, observation: np.ndarray) -> int:
+        if self._goal_codes is None:
+            self._prompt(self.goal, 1)
+            self._goal_codes = self.world.latest_codes()
+        plan, _ = cem(lambda s: self._score(observation, s), self.world.num_actions, self.horizon, self.population,
+                      self.elites, self.iterations, self.rng)
+        self.plan = plan
+        self._prompt(observation, 1)
+        for code in plan:
+            frame = self.world.step_batch(torch.tensor([int(code)]))
+        self.predicted = (frame[0].cpu().numpy() * 255).round().astype(np.uint8)
+        return int(plan[0])
+
+    def select_action(self, observation) -> torch.Tensor:
+        """The next real command for an observation: a uint8 image [H, W, 3], or a LeRobot-style batch
+        {"observation.image": float tensor [1, 3, H, W] in [0, 1]}."""
+        if isinstance(observation, dict):
+            img = observation["observation.image"]
+            img = img[0] if img.ndim == 4 else img
+            observation = (img.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        code = self.select_code(observation)
+        return torch.as_tensor(self.adapter.to_robot(code, observation)["action"], dtype=torch.float32)

@@ -1,0 +1,88 @@
+"""Labelled transitions: what an adapter is fitted and judged on.
+
+Each transition x_t -> x_{t+1} of a shard episode carries the LAM's code for it (read by the bundle's
+LAM), the real action that the shards recorded, and features of the observation x_t (the bundle's
+tokenizer encoder, pooled to a coarse grid, so the adapter can tell where things are in the frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robo_genie.datasets.shards import FrameShards, ShardError
+
+FEATURE_GRID = 4            # observation features: the tokenizer's code vectors, mean-pooled to 4x4 cells
+
+
+@dataclass
+class Transitions:
+    codes: np.ndarray           # [N] LAM codes
+    features: np.ndarray        # [N, F] observation features of x_t
+    actions: np.ndarray         # [N, A] recorded real actions
+    episodes: np.ndarray        # [N] index of the episode in its shard folder
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def subset(self, mask: np.ndarray) -> Transitions:
+        return Transitions(self.codes[mask], self.features[mask], self.actions[mask], self.episodes[mask])
+
+
+@torch.no_grad()
+def observation_features(tokenizer: torch.nn.Module, frames: np.ndarray, device, batch: int = 64) -> np.ndarray:
+    """uint8 frames [N, H, W, 3] -> [N, FEATURE_GRID^2 * code_dim] pooled tokenizer code vectors."""
+    out = []
+    for i in range(0, len(frames), batch):
+        x = torch.from_numpy(frames[i:i + batch]).to(device).float().div(255)[:, None]
+        z = tokenizer.encode_continuous(x)[:, 0]                         # [B, S, D]
+        g = int(round(z.shape[1] ** 0.5))
+        z = z.transpose(1, 2).reshape(len(z), -1, g, g)
+        out.append(F.adaptive_avg_pool2d(z.float(), FEATURE_GRID).flatten(1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def require_actions(shards: FrameShards) -> None:
+    if not shards.has("actions"):
+        raise ShardError(f"{shards.root} has no recorded actions: an adapter needs shards that log the robot's "
+                         f"commands (LeRobot's `action` column, RLDS `action`, or `robo-genie sim generate`)")
+
+
+def read_transitions(world, data_path: str | Path, episodes: list[int] | None = None) -> Transitions:
+    """The transitions of `episodes` (default: all) of a shard folder, with codes from `world`'s LAM."""
+    from robo_genie.models.lam import infer_actions_windowed
+
+    shards = FrameShards(data_path)
+    require_actions(shards)
+    episodes = range(len(shards.episodes)) if episodes is None else episodes
+    parts = []
+    for e in episodes:
+        video = shards.read(e)
+        if len(video) < 2:
+            continue
+        v = torch.from_numpy(video).float().div(255).to(world.device)
+        codes = infer_actions_windowed(world.lam, v, world.lam_window).cpu().numpy()
+        parts.append((codes, observation_features(world.tokenizer, video[:-1], world.device),
+                      shards.read(e, key="actions")[:len(video) - 1].astype(np.float32), np.full(len(codes), e)))
+    if not parts:
+        raise ShardError(f"{data_path}: no episode with two or more frames among those selected")
+    return Transitions(*(np.concatenate(x) for x in zip(*parts)))
+
+
+def labelled_episodes(n_episodes: int, fraction: float, seed: int = 0) -> list[int]:
+    """A seeded choice of round(fraction * n) episodes (at least one): the labelled share of a dataset."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"labelled={fraction}: expected a fraction of the episodes in (0, 1]")
+    k = max(1, int(round(fraction * n_episodes)))
+    return sorted(np.random.default_rng(seed).permutation(n_episodes)[:k].tolist())
+
+
+def action_names(data_path: str | Path) -> list[str]:
+    shards = FrameShards(data_path)
+    n = shards.read(0, 0, 1, key="actions").shape[-1]
+    names = shards.manifest.get("action_names") or []
+    return list(names) if len(names) == n else [f"a{i}" for i in range(n)]

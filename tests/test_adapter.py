@@ -1,0 +1,142 @@
+"""The latent-to-real action adapter: it recovers a known code->command map, belongs to one bundle,
+refuses shards without actions, and drives MuJoCo in closed loop through the policy wrapper."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from robo_genie.adapter import Adapter, AdapterError, LatentPolicy
+from robo_genie.adapter.jobs import fit, offline_metrics
+from robo_genie.adapter.policy import cem
+from robo_genie.adapter.transitions import Transitions, read_transitions
+from robo_genie.cli import main
+from robo_genie.datasets.shards import ShardError, ShardWriter
+from robo_genie.play import World
+from robo_genie.sim.tabletop import TabletopSim
+from robo_genie.sim.teleop import ArmSim
+
+
+@pytest.fixture(scope="module")
+def world(micro_run):
+    return World.from_bundle(micro_run / "bundle", "cpu")
+
+
+def _one_to_one(world, n: int = 400, seed: int = 0) -> tuple[Transitions, np.ndarray]:
+    """Transitions whose command is a fixed function of the code (plus a little noise)."""
+    rng = np.random.default_rng(seed)
+    table = rng.normal(0, 0.02, (world.num_actions, 7)).astype(np.float32)
+    table[:, 6] = np.arange(world.num_actions) % 2               # gripper: closed for odd codes
+    codes = rng.integers(world.num_actions, size=n)
+    actions = table[codes] + rng.normal(0, 1e-4, (n, 7)).astype(np.float32)
+    features = rng.normal(size=(n, 16)).astype(np.float32)        # observations that say nothing
+    return Transitions(codes, features, actions, np.arange(n) // 20), table
+
+
+@pytest.mark.parametrize("kind", ["lookup", "learned"])
+def test_both_kinds_recover_a_one_to_one_map_and_its_inverse(world, kind):
+    train, table = _one_to_one(world)
+    test, _ = _one_to_one(world, 200, seed=1)
+    test.actions = table[test.codes]
+    adapter = Adapter.fit(kind, train, world, ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"])
+    pred = adapter.predict(np.arange(world.num_actions), test.features[:world.num_actions])
+    assert np.abs(pred - table).max() < 2e-3
+    m = offline_metrics(adapter, test)
+    assert m["direction_cosine"] > 0.99 and m["gripper_accuracy"] == 1.0 and m["inverse_accuracy"] == 1.0
+    sampled = adapter.predict(test.codes[:20], test.features[:20], sample=True, rng=np.random.default_rng(0))
+    assert np.abs(sampled - table[test.codes[:20]]).max() < 1e-3          # u ~ D[a]: a real action of that code
+
+
+def test_adapter_round_trips_and_is_refused_with_another_bundle(world, micro_run, sim_shards, tmp_path):
+    adapter = fit(world, str(sim_shards), "learned", 0.5)
+    adapter.save(tmp_path / "a")
+    info = json.loads((tmp_path / "a" / "adapter.json").read_text())
+    assert info["kind"] == "learned" and info["action_names"][-1] == "gripper" and info["units"][0] == "m"
+    again = Adapter.load(tmp_path / "a", device="cpu")
+    frame = sim_shards_frame(sim_shards)
+    assert np.allclose(again.to_robot(1, frame)["action"], adapter.to_robot(1, frame)["action"], atol=1e-6)
+    assert 0 <= again.to_latent(again.to_robot(1, frame)["action"], frame) < world.num_actions
+
+    other = tmp_path / "other_bundle"
+    shutil.copytree(micro_run / "bundle", other)
+    state = load_file(str(other / "dynamics.safetensors"))
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first] + 1.0
+    save_file(state, str(other / "dynamics.safetensors"))
+    with pytest.raises(AdapterError, match="another model") as e:
+        Adapter.load(tmp_path / "a", bundle=other, device="cpu")
+    assert str(other) in str(e.value) and str(micro_run / "bundle") in str(e.value)
+
+
+def sim_shards_frame(sim_shards):
+    from robo_genie.datasets.shards import FrameShards
+    return FrameShards(sim_shards).read(0, 0, 1)[0]
+
+
+def test_fit_on_shards_without_actions_names_the_folder(micro_run, tmp_path, capsys):
+    bare = tmp_path / "no_actions"
+    with ShardWriter(bare, source="test", fps=10, image_size=32) as w:
+        w.add("ep0", np.zeros((6, 32, 32, 3), np.uint8))
+    with pytest.raises(SystemExit, match=f"{bare}.*no recorded actions"):
+        main(["adapter", "fit", f"bundle={micro_run / 'bundle'}", f"data.path={bare}", f"out={tmp_path / 'a'}"])
+    with pytest.raises(SystemExit, match="kind='nearest'"):
+        main(["adapter", "fit", f"bundle={micro_run / 'bundle'}", f"data.path={bare}", "kind=nearest",
+              f"out={tmp_path / 'a'}"])
+
+
+def test_simulators_restart_an_episode_and_replay_its_actions_exactly():
+    for sim, ep in ((TabletopSim(32), lambda s: s.episode(7, 6)), (ArmSim("cloth", 32), lambda s: s.episode(7, 6))):
+        recorded = ep(sim)
+        frames = [sim.reset(7)] + [sim.apply(a) for a in recorded.actions[:-1]]
+        assert np.array_equal(np.stack(frames), recorded.frames)
+
+
+def test_cem_finds_the_best_sequence():
+    target = np.array([3, 1, 2])
+    best, score = cem(lambda s: -(s != target).sum(1).astype(float), 4, 3, population=32, elites=6, iterations=4,
+                      rng=np.random.default_rng(0))
+    assert np.array_equal(best, target) and score == 0
+
+
+def test_latent_policy_drives_mujoco_in_closed_loop(world, micro_run, sim_shards, tmp_path):
+    adapter = fit(world, str(sim_shards), "lookup", 1.0)
+    sim = TabletopSim(32)
+    start, goal = sim.reset(3), None
+    for a in [[0.022, 0, 0, 0, 0, 0, 1]] * 3:
+        goal = sim.apply(np.array(a))
+    policy = LatentPolicy(world, adapter, goal, population=8, iterations=1)
+    frame = sim.reset(3)
+    assert np.array_equal(frame, start)
+    for _ in range(3):
+        command = policy.select_action(frame)
+        assert command.shape == (7,) and torch.isfinite(command).all()
+        frame = sim.apply(command.numpy())
+        assert policy.predicted.shape == (32, 32, 3) and len(policy.plan) == policy.horizon
+    # the LeRobot-style batch input gives a command too
+    batch = {"observation.image": torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255}
+    assert policy.select_action(batch).shape == (7,)
+
+
+def test_adapter_cli_fits_and_evaluates_end_to_end(micro_run, sim_shards, tmp_path):
+    out, ev = tmp_path / "adapter", tmp_path / "eval"
+    main(["adapter", "fit", f"bundle={micro_run / 'bundle'}", f"data.path={sim_shards}", "kind=lookup",
+          "labelled=0.5", f"out={out}"])
+    main(["adapter", "eval", f"adapter={out}", f"data.path={sim_shards}", f"out={ev}", "fractions=0.5,1.0",
+          "replay_episodes=2", "goal_episodes=2", "goal_steps=2", "population=8", "iterations=1", "progress=false"])
+    r = json.loads((ev / "adapter_eval.json").read_text())
+    for key in ("direction_cosine", "gripper_accuracy"):
+        assert 0 <= r["offline"][key] <= 1
+    assert r["replay"]["true_action_path_error"] < 1e-9 < r["replay"]["random_path_error"]
+    assert r["goal"]["n_episodes"] == 2 and 0 <= r["goal"]["oracle_success_rate"] <= 1
+    assert [row["labelled"] for row in r["offline_by_fraction"]["learned"]] == [0.5, 1.0]
+    for name in ("closed_loop.gif", "report.html", "offline_by_fraction.png"):
+        assert (ev / name).stat().st_size > 0
+
+
+def test_read_transitions_pairs_codes_features_and_actions(world, sim_shards):
+    data = read_transitions(world, str(sim_shards), [0, 2])
+    assert len(data) == 2 * 11 and data.features.shape[0] == 22 and set(np.unique(data.episodes)) == {0, 2}
+    assert data.codes.max() < world.num_actions and data.actions.shape == (22, 7)
