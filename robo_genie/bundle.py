@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from robo_genie.config import ModelConfig
@@ -55,6 +56,7 @@ _REMOVED_DYNAMICS_OPTIONS = {"calibrate_sampling": True, "action_every_block": F
 def load_model_config(path: str | Path) -> DictConfig:
     """The bundle's model config, validated against the ModelConfig schema. Configs written before
     dynamics kinds existed are MaskGIT ones; a dynamics part that used a removed option is refused."""
+    read_meta(path)                       # a folder that is not a bundle is named as such
     raw = OmegaConf.load(Path(path) / "config.yaml")
     dyn = raw.get("dynamics")
     if dyn is not None:
@@ -86,15 +88,17 @@ def save_part(path: str | Path, part: str, model: torch.nn.Module, model_cfg: Di
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg_yaml = OmegaConf.to_yaml(model_cfg, resolve=True)
-    if (path / "config.yaml").is_file() and not _same_model(load_model_config(path), model_cfg, part):
+    if _meta_path(path).is_file() and not _same_model(load_model_config(path), model_cfg, part):
         raise BundleError(f"{path}/config.yaml describes a different model than the {part} being saved; "
                           f"write to a new run directory or pass init_from={path}")
     tmp = path / f"{part}.safetensors.tmp"
     save_file(state_dict_for_save(model), str(tmp))
+    checksum = _sha256(tmp)
     os.replace(tmp, path / f"{part}.safetensors")
     (path / "config.yaml").write_text(cfg_yaml)
     meta = read_meta(path) if _meta_path(path).is_file() else {"format": FORMAT, "parts": {}}
     meta["parts"][part] = info
+    meta.setdefault("sha256", {})[f"{part}.safetensors"] = checksum
     tmp = path / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, _meta_path(path))
@@ -109,7 +113,17 @@ def load_part(path: str | Path, part: str, device: str | torch.device = "cpu",
                           f"train it with `robo-genie train stage={part} ...`")
     model_cfg = model_cfg if model_cfg is not None else load_model_config(path)
     model = build_part(part, model_cfg)
-    model.load_state_dict(load_file(str(path / f"{part}.safetensors"), device="cpu"))
+    file = path / f"{part}.safetensors"
+    expected = meta.get("sha256", {}).get(file.name)     # (bundles written before 2026-12-01 have none)
+    if expected is not None and _sha256(file) != expected:
+        raise BundleError(f"{file} is not the file that was saved (its sha256 differs from meta.json's): it is "
+                          f"corrupt or was replaced. Copy the bundle again, or retrain the {part}.")
+    try:
+        state = load_file(str(file), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise BundleError(f"{file} cannot be read as safetensors ({e}); robo_genie never loads pickles. "
+                          f"Copy the bundle again, or retrain the {part}.") from None
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 
@@ -120,6 +134,14 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu",
     return cfg, {p: load_part(path, p, device, cfg) for p in parts}
 
 
+def _sha256(file: Path, h=None) -> str:
+    h = h or hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def digest(path: str | Path) -> str:
     """sha256 over the bundle's config and part files: what an adapter records of the bundle it was
     fitted on, so that it is not used with another."""
@@ -128,7 +150,5 @@ def digest(path: str | Path) -> str:
     h = hashlib.sha256()
     for name in ["config.yaml", *(f"{p}.safetensors" for p in sorted(meta["parts"]))]:
         h.update(name.encode())
-        with open(path / name, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+        _sha256(path / name, h)
     return h.hexdigest()

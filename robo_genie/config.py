@@ -245,7 +245,7 @@ class AdapterJob:
     what: str = "fit"                 # fit | eval (the first positional word)
     bundle: str | None = None         # fit: the world model; eval: default, the one the adapter was fitted on
     data: EvalDataConfig = field(default_factory=EvalDataConfig)   # fit: labelled shards; eval: held-out ones
-    kind: str = "learned"             # lookup (per-code mean command) | learned (code + observation -> command)
+    kind: str = "lookup"              # lookup (per-code mean command) | learned (+ a correction from the observation)
     labelled: float = 0.05            # fit: the fraction of the episodes whose actions are used
     out: str = MISSING
     adapter: str | None = None        # eval: the adapter directory

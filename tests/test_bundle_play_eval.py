@@ -127,3 +127,33 @@ def test_bundles_from_before_dynamics_kinds_load_as_maskgit_or_are_refused_with_
     (old / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(bundle_io.BundleError, match="no longer has.*token_embedding=codebook"):
         bundle_io.load_model_config(old)
+
+
+def test_a_corrupt_or_swapped_part_file_is_refused_with_a_message(trained, tmp_path):
+    import pickle
+    import shutil
+
+    bad = tmp_path / "flipped"
+    shutil.copytree(trained, bad)
+    raw = bytearray((bad / "dynamics.safetensors").read_bytes())
+    raw[-5] ^= 0xFF                                   # one byte inside the tensor data
+    (bad / "dynamics.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(bundle_io.BundleError, match="dynamics.safetensors is not the file that was saved"):
+        World.from_bundle(bad, "cpu")
+
+    # a pickle carrying a payload in place of a part, in a bundle without checksums (older format)
+    swapped, marker = tmp_path / "swapped", tmp_path / "pwned"
+    shutil.copytree(trained, swapped)
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+    (swapped / "lam.safetensors").write_bytes(pickle.dumps(Payload()))
+    meta = json.loads((swapped / "meta.json").read_text())
+    meta.pop("sha256")
+    (swapped / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="lam.safetensors cannot be read as safetensors"):
+        main(["play", f"bundle={swapped}", f"prompt={tmp_path / 'x.png'}", f"out={tmp_path / 'o.gif'}"])
+    assert not marker.exists()
+    with pytest.raises(SystemExit, match="is not a world-model bundle"):
+        main(["play", f"bundle={tmp_path}", f"prompt={tmp_path / 'x.png'}", f"out={tmp_path / 'o.gif'}"])

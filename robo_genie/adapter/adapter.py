@@ -7,9 +7,10 @@
 Two kinds, both with a forward map (code -> command) and an inverse map (command -> code):
 - `lookup` (Genie, Appendix E): per code, the real actions seen with it on labelled transitions;
   forward returns their mean (or one of them, `sample=True`), inverse the code whose mean is nearest.
-- `learned`: the lookup's mean plus a correction from a small network over the code's vector and
-  the observation's features (LAPA / UniVLA-style heads); its inverse is a classifier over the
-  command and the observation. Weight decay keeps the correction small where the data says little.
+- `learned`: the lookup plus corrections from small networks over the code's vector and the
+  observation's features (LAPA / UniVLA-style heads), forward and inverse, each starting at zero
+  and stopped early on held-aside labelled episodes, so it falls back to the lookup where the
+  observation says nothing.
 """
 
 from __future__ import annotations
@@ -54,13 +55,16 @@ def _train(net: nn.Module, inputs: torch.Tensor, loss_fn, val: torch.Tensor, see
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.01)
     fit_rows = ~val if val.any() and (~val).any() else torch.ones_like(val)
-    best, best_loss = copy.deepcopy(net.state_dict()), float("inf")
+    best, best_loss, first_loss = copy.deepcopy(net.state_dict()), float("inf"), float("inf")
     for step in range(FIT_STEPS + 1):
         if val.any() and step % 10 == 0:
             net.eval()
             with torch.no_grad():
                 loss = float(loss_fn(net(inputs[val]), val))
-            if loss < best_loss:
+            if step == 0:
+                first_loss = best_loss = loss
+            # a correction must beat the lookup (step 0) by 5 % on the held-aside episodes to be kept
+            elif loss < min(best_loss, 0.95 * first_loss):
                 best, best_loss = copy.deepcopy(net.state_dict()), loss
         if step == FIT_STEPS:
             break
@@ -114,23 +118,24 @@ class Adapter:
         if kind == "learned":
             feats = torch.from_numpy(data.features).float()
             tensors["feature_mean"], tensors["feature_std"] = feats.mean(0), feats.std(0).clamp_min(1e-4)
-            adapter = cls(kind, info, {**tensors, **cls._init_nets(tensors, world, actions.shape[1], feats.shape[1])},
+            adapter = cls(kind, info, {**tensors, **cls._init_nets(world, actions.shape[1], feats.shape[1])},
                           world)
             x_fwd = adapter._forward_inputs(codes, feats)
             target = (actions - tensors["code_means"][codes]) / adapter.std
-            # a fifth of the labelled episodes (when there are several) choose when to stop
+            # a quarter of the labelled episodes (when there are several) choose when to stop
             eps = np.unique(data.episodes)
-            val = torch.from_numpy(np.isin(data.episodes, eps[::5][1:] if len(eps) >= 5 else eps[1:2]))
+            val = torch.from_numpy(np.isin(data.episodes, eps[1::4] if len(eps) >= 4 else eps[1:2]))
             _train(adapter.forward_net, x_fwd, lambda y, rows: F.mse_loss(y, target[rows]), val, seed)
-            x_inv = adapter._inverse_inputs(actions, feats)
-            _train(adapter.inverse_net, x_inv, lambda y, rows: F.cross_entropy(y, codes[rows]), val, seed)
+            x_inv, prior = adapter._inverse_inputs(actions, feats), adapter._lookup_logits(actions)
+            _train(adapter.inverse_net, x_inv, lambda y, rows: F.cross_entropy(prior[rows] + y, codes[rows]), val,
+                   seed)
             adapter.t |= {f"forward.{n}": v.detach() for n, v in adapter.forward_net.state_dict().items()}
             adapter.t |= {f"inverse.{n}": v.detach() for n, v in adapter.inverse_net.state_dict().items()}
             return adapter
         return cls(kind, info, tensors, world)
 
-    @classmethod
-    def _init_nets(cls, tensors: dict, world, n_actions: int, n_features: int) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def _init_nets(world, n_actions: int, n_features: int) -> dict[str, torch.Tensor]:
         code_dim = world.lam.quantizer.codebook.shape[1]
         tensors = {"code_vectors": world.lam.quantizer.codebook.detach().float().cpu().clone()}
         fwd, inv = _mlp(code_dim + n_features, n_actions), _mlp(n_actions + n_features, world.num_actions)
@@ -175,12 +180,17 @@ class Adapter:
     def invert(self, actions: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Commands [N, A] (+ observation features) -> LAM codes [N]."""
         a = torch.as_tensor(np.asarray(actions)).float()
+        logits = self._lookup_logits(a)
         if self.kind == "learned":
-            return self.inverse_net(self._inverse_inputs(a, torch.as_tensor(features).float())).argmax(1).numpy()
-        seen = self.t["code_counts"] > 0
+            logits = logits + self.inverse_net(self._inverse_inputs(a, torch.as_tensor(features).float()))
+        return logits.argmax(1).numpy()
+
+    def _lookup_logits(self, actions: torch.Tensor) -> torch.Tensor:
+        """The lookup's inverse as logits: minus the squared normalised distance to each code's mean
+        command (codes never seen on labelled data excluded)."""
         means = (self.t["code_means"] - self.mean) / self.std
-        dist = torch.cdist((a - self.mean) / self.std, means)
-        return dist.masked_fill(~seen, float("inf")).argmin(1).numpy()
+        dist = torch.cdist((actions - self.mean) / self.std, means) ** 2
+        return (-dist).masked_fill(self.t["code_counts"] == 0, -1e9)
 
     # -- one observation at a time (the robot-side API) ---------------------------------------------
     def features(self, observation: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ def resolve_model_config(job: DictConfig) -> DictConfig:
     a new dynamics model can be trained on a bundle's tokenizer and LAM."""
     wanted = OmegaConf.merge(OmegaConf.structured(ModelConfig), job.model)
     for source in (Path(job.out) / "bundle", job.init_from):
-        if source and (Path(source) / "config.yaml").is_file():
+        if source and (Path(source) / "meta.json").is_file():
             cfg = bundle_io.load_model_config(source)
             if "dynamics" in stages_for(job.stage) and cfg.dynamics != wanted.dynamics:
                 print(f"training a dynamics model of model.dynamics as given "
