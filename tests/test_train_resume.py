@@ -1,5 +1,7 @@
 """End to end: train a micro model for a few steps, stop, resume, and get bit-identical weights."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -88,3 +90,22 @@ def test_fine_tune_from_a_bundle_starts_from_its_weights(straight_run, sim_shard
     for k in a:
         if k.split(".")[-1] not in ("codes", "usage", "sums"):
             assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoint_files_and_their_folder_reach_the_disk_before_the_pointer_moves(tmp_path, monkeypatch):
+    import os
+
+    from robo_genie.training import checkpoint
+
+    events = []
+    real_fsync, real_replace = checkpoint.fsync_path, os.replace
+    monkeypatch.setattr(checkpoint, "fsync_path", lambda p: (events.append(("fsync", Path(p).name)), real_fsync(p)))
+    monkeypatch.setattr(checkpoint.os, "replace",
+                        lambda a, b: (events.append(("replace", Path(b).name)), real_replace(a, b)))
+    model = torch.nn.Linear(2, 2)
+    checkpoint.save_checkpoint(tmp_path, 3, model, torch.optim.SGD(model.parameters(), lr=0.1))
+    pointer = events.index(("replace", "latest.json"))
+    synced = {name for kind, name in events[:pointer] if kind == "fsync"}
+    assert {"model.safetensors", "state.pt", "step_0000003.tmp", tmp_path.name, "latest.tmp"} <= synced
+    assert events.index(("replace", "step_0000003")) < pointer
+    assert events[-1] == ("fsync", tmp_path.name)

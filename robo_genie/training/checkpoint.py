@@ -2,8 +2,9 @@
 
 A checkpoint is a directory `step_NNNNNNN/` holding the model (safetensors) and `state.pt`
 (optimizer state, step, RNG states: tensors and plain containers only, read with
-`weights_only=True`). It is written under a temporary name and renamed, then `latest.json` is
-replaced to point at it, so a kill at any moment leaves the previous checkpoint intact.
+`weights_only=True`). It is written under a temporary name, fsynced, and renamed, then `latest.json`
+is replaced to point at it (and fsynced with its directory), so a kill or a power loss at any moment
+leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries (renames), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     keep: int = 2) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,11 +53,16 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
     tmp.mkdir()
     save_file(state_dict_for_save(model), str(tmp / "model.safetensors"))
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
+    for f in (tmp / "model.safetensors", tmp / "state.pt", tmp):
+        fsync_path(f)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    fsync_path(folder)                                  # the checkpoint's name is on disk before the pointer
     pointer = folder / "latest.json"
     pointer.with_suffix(".tmp").write_text(json.dumps({"step": step, "dir": final.name}))
+    fsync_path(pointer.with_suffix(".tmp"))
     os.replace(pointer.with_suffix(".tmp"), pointer)
+    fsync_path(folder)
     for old in sorted(folder.glob("step_*"))[:-keep]:   # zero-padded names sort by step
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
