@@ -8,7 +8,6 @@ token shards made by another tokenizer (their token ids would mean nothing to it
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,7 @@ from robo_genie.models.lam import infer_actions_windowed
 
 def part_digest(bundle: str | Path, part: str) -> str:
     """A short sha256 of one part's weights file."""
-    h = hashlib.sha256()
-    with open(Path(bundle) / f"{part}.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return bundle_io.file_sha256(Path(bundle) / f"{part}.safetensors")[:16]
 
 
 @torch.no_grad()

@@ -93,7 +93,7 @@ def save_part(path: str | Path, part: str, model: torch.nn.Module, model_cfg: Di
                           f"write to a new run directory or pass init_from={path}")
     tmp = path / f"{part}.safetensors.tmp"
     save_file(state_dict_for_save(model), str(tmp))
-    checksum = _sha256(tmp)
+    checksum = file_sha256(tmp)
     os.replace(tmp, path / f"{part}.safetensors")
     (path / "config.yaml").write_text(cfg_yaml)
     meta = read_meta(path) if _meta_path(path).is_file() else {"format": FORMAT, "parts": {}}
@@ -115,7 +115,7 @@ def load_part(path: str | Path, part: str, device: str | torch.device = "cpu",
     model = build_part(part, model_cfg)
     file = path / f"{part}.safetensors"
     expected = meta.get("sha256", {}).get(file.name)     # (bundles written before 2026-12-01 have none)
-    if expected is not None and _sha256(file) != expected:
+    if expected is not None and file_sha256(file) != expected:
         raise BundleError(f"{file} is not the file that was saved (its sha256 differs from meta.json's): it is "
                           f"corrupt or was replaced. Copy the bundle again, or retrain the {part}.")
     try:
@@ -134,7 +134,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu",
     return cfg, {p: load_part(path, p, device, cfg) for p in parts}
 
 
-def _sha256(file: Path, h=None) -> str:
+def file_sha256(file: Path, h=None) -> str:
+    """Hex sha256 of a file, streamed (part files run to gigabytes); `h` to extend a running hash."""
     h = h or hashlib.sha256()
     with open(file, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -150,5 +151,5 @@ def digest(path: str | Path) -> str:
     h = hashlib.sha256()
     for name in ["config.yaml", *(f"{p}.safetensors" for p in sorted(meta["parts"]))]:
         h.update(name.encode())
-        _sha256(path / name, h)
+        file_sha256(path / name, h)
     return h.hexdigest()

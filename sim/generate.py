@@ -23,6 +23,11 @@ ALL_SCENES = ("tabletop", *SCENES, "mix")      # mix: episode i is arm scene SCE
 _sims: dict = {}
 
 
+def episode_scene(scene: str, index: int) -> str:
+    """The scene that episode `index` of a `scene` folder was rendered in (a mix cycles the arm scenes)."""
+    return SCENES[index % len(SCENES)] if scene == "mix" else scene
+
+
 def _simulator(scene: str, resolution: int, cameras: tuple[str, ...], gripper_step: float):
     key = (scene, resolution, cameras, gripper_step)
     if key not in _sims:                  # one scene + GL context per worker process
@@ -85,7 +90,7 @@ def generate(out: str | Path, episodes: int, episode_len: int = 32, resolution: 
         raise ValueError(f"gripper_step={gripper_step}: expected metres per step in (0, 0.1]")
     out = Path(out)
     writer, done = _open_writer(out, scene, resolution, seed, cameras, gripper_step)
-    jobs = [(SCENES[i % len(SCENES)] if scene == "mix" else scene, seed * 100_003 + i, episode_len, resolution,
+    jobs = [(episode_scene(scene, i), seed * 100_003 + i, episode_len, resolution,
              cameras, gripper_step) for i in range(episodes)]
     jobs = [j for j in jobs if f"ep{j[1]}" not in done]
     bar = tqdm(total=episodes, initial=episodes - len(jobs), desc=f"sim {scene} -> {out}", unit="ep",

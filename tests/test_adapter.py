@@ -3,6 +3,7 @@ refuses shards without actions, and drives MuJoCo in closed loop through the pol
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,6 +56,7 @@ def test_adapter_round_trips_and_is_refused_with_another_bundle(world, micro_run
     adapter.save(tmp_path / "a")
     info = json.loads((tmp_path / "a" / "adapter.json").read_text())
     assert info["kind"] == "learned" and info["action_names"][-1] == "gripper" and info["units"][0] == "m"
+    assert Path(info["bundle"]).is_absolute()           # usable from any working directory
     again = Adapter.load(tmp_path / "a", device="cpu")
     frame = sim_shards_frame(sim_shards)
     assert np.allclose(again.to_robot(1, frame)["action"], adapter.to_robot(1, frame)["action"], atol=1e-6)

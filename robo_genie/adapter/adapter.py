@@ -98,8 +98,6 @@ class Adapter:
     def fit(cls, kind: str, data: Transitions, world, action_names: list[str], info: dict | None = None,
             seed: int = 0) -> Adapter:
         """Fit on labelled transitions; `world` gives the code vectors and observation features."""
-        if kind not in KINDS:
-            raise AdapterError(f"adapter kind {kind!r}: expected one of {', '.join(KINDS)}")
         actions = torch.from_numpy(data.actions).float()
         std = actions.std(0) if len(actions) > 1 else torch.ones(actions.shape[1])
         tensors = {"action_mean": actions.mean(0), "action_std": torch.where(std > 1e-6, std, torch.ones_like(std))}
@@ -200,13 +198,16 @@ class Adapter:
         obs = np.asarray(observation)
         return observation_features(self.world.tokenizer, obs[None] if obs.ndim == 3 else obs, self.world.device)
 
+    def _features_if_used(self, observation: np.ndarray) -> np.ndarray:
+        """The lookup never reads the observation: no encoder pass for it."""
+        return self.features(observation) if self.kind == "learned" else np.zeros((1, 0), np.float32)
+
     def to_robot(self, code: int, observation: np.ndarray, sample: bool = False) -> dict:
-        feats = self.features(observation) if self.kind == "learned" else np.zeros((1, 0), np.float32)
-        return {"action": self.predict(np.array([int(code)]), feats, sample)[0], "names": self.names}
+        return {"action": self.predict(np.array([int(code)]), self._features_if_used(observation), sample)[0],
+                "names": self.names}
 
     def to_latent(self, action, observation: np.ndarray) -> int:
-        feats = self.features(observation) if self.kind == "learned" else np.zeros((1, 0), np.float32)
-        return int(self.invert(np.asarray(action, np.float32)[None], feats)[0])
+        return int(self.invert(np.asarray(action, np.float32)[None], self._features_if_used(observation))[0])
 
     # -- the artifact ----------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
@@ -234,9 +235,9 @@ class Adapter:
         if info.get("format") != FORMAT:
             raise AdapterError(f"{path / 'adapter.json'}: unknown format {info.get('format')!r} (expected {FORMAT})")
         tensors = load_file(str(path / "adapter.safetensors"))
-        bundle = Path(bundle) if bundle is not None else Path(world.bundle_path if world is not None and
-                                                              getattr(world, "bundle_path", None)
-                                                              else info["bundle"])
+        if bundle is None:
+            bundle = world.bundle_path if world is not None and world.bundle_path else info["bundle"]
+        bundle = Path(bundle)
         found = bundle_io.digest(bundle)
         if found != info["bundle_digest"]:
             raise AdapterError(f"adapter {path} was fitted on the bundle {info['bundle']} (digest "

@@ -18,7 +18,7 @@ from robo_genie.datasets.shards import FrameShards, ShardError
 
 def episode_scene(shards: FrameShards, episode: int) -> tuple[str, int]:
     """(scene, simulator seed) of a MuJoCo shard episode."""
-    from robo_genie.sim.scenes import SCENES
+    from robo_genie.sim import generate
 
     extra = shards.manifest.get("extra") or {}
     name = shards.episodes[episode]["name"]
@@ -27,10 +27,7 @@ def episode_scene(shards: FrameShards, episode: int) -> tuple[str, int]:
                          f"(the manifest names the scene and every episode its seed); this folder's source is "
                          f"{shards.manifest.get('source')!r}")
     seed = int(name[2:])
-    scene = extra["scene"]
-    if scene == "mix":                      # episode i of a mix is arm scene SCENES[i % 4]
-        scene = SCENES[(seed - extra["seed"] * 100_003) % len(SCENES)]
-    return scene, seed
+    return generate.episode_scene(extra["scene"], seed - extra["seed"] * 100_003), seed
 
 
 class Simulators:
@@ -71,10 +68,6 @@ def _commands(actions: np.ndarray):
 
 def replay(adapter, data_path: str, episodes: list[int], seed: int = 0) -> dict:
     """End-effector path error of adapter-driven replay against random commands and the true ones."""
-    import torch
-
-    from robo_genie.models.lam import infer_actions_windowed
-
     shards, world = FrameShards(data_path), adapter.world
     sims = Simulators(shards)
     rng = np.random.default_rng(seed)
@@ -84,8 +77,7 @@ def replay(adapter, data_path: str, episodes: list[int], seed: int = 0) -> dict:
         scene, sim_seed = episode_scene(shards, e)
         sim, video = sims(scene), shards.read(e)
         actions = shards.read(e, key="actions")[:len(video) - 1]
-        codes = infer_actions_windowed(world.lam, torch.from_numpy(video).float().div(255).to(world.device),
-                                       world.lam_window).cpu().numpy()
+        codes = world.infer_actions(video)
         steps = len(codes)
         reference, _ = _run(sim, sim_seed, _commands(actions), steps)
         # closed loop: each command from the frame the robot is in now

@@ -23,7 +23,7 @@ def fit(world, data_path: str, kind: str, labelled: float, seed: int = 0,
     chosen = labelled_episodes(n, labelled, seed)
     data = (read_transitions(world, data_path, chosen) if data is None
             else data.subset(np.isin(data.episodes, chosen)))
-    info = {"bundle": str(world.bundle_path), "bundle_digest": bundle_io.digest(world.bundle_path),
+    info = {"bundle": str(Path(world.bundle_path).resolve()), "bundle_digest": bundle_io.digest(world.bundle_path),
             "data": str(data_path), "labelled": labelled, "labelled_episodes": len(chosen), "seed": seed}
     return Adapter.fit(kind, data, world, action_names(data_path), info, seed)
 

@@ -44,10 +44,8 @@ class LatentPolicy:
 
     def __init__(self, world, adapter, goal: np.ndarray, horizon: int = 2, population: int = 32, elites: int = 6,
                  iterations: int = 2, seed: int = 0):
-        from robo_genie.datasets.transforms import center_crop_resize
-
         self.world, self.adapter = world, adapter
-        self.goal = center_crop_resize(np.asarray(goal), world.image_size)
+        self.goal = np.asarray(goal)
         self.horizon, self.population, self.elites, self.iterations = horizon, population, elites, iterations
         self.rng = np.random.default_rng(seed)
         self._goal_codes: torch.Tensor | None = None
@@ -57,17 +55,17 @@ class LatentPolicy:
     def reset(self) -> None:
         self.plan = self.predicted = None
 
-    def _prompt(self, image: np.ndarray, n: int) -> None:
+    def _image(self, image: np.ndarray) -> torch.Tensor:
+        """An image as the world model reads it: [H, W, 3] float in [0, 1] at its resolution."""
         from robo_genie.datasets.transforms import center_crop_resize
 
-        img = torch.from_numpy(center_crop_resize(image, self.world.image_size)).float().div(255)
-        self.world.reset_batch(img[None].expand(n, -1, -1, -1))
+        return torch.from_numpy(center_crop_resize(np.asarray(image), self.world.image_size)).float().div(255)
 
     @torch.no_grad()
-    def _score(self, image: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+    def _score(self, image: torch.Tensor, seqs: np.ndarray) -> np.ndarray:
         """How close the world model's last frame after each code sequence comes to the goal, in the
         tokenizer's code-vector space (no decoding: planning costs only dynamics steps)."""
-        self._prompt(image, len(seqs))
+        self.world.reset_batch(image[None].expand(len(seqs), -1, -1, -1))
         for h in range(seqs.shape[1]):
             self.world.step_batch(torch.from_numpy(seqs[:, h]).long(), decode=False)
         pred = self.world.latest_codes()
@@ -76,12 +74,13 @@ class LatentPolicy:
     @torch.no_grad()
     def select_code(self, observation: np.ndarray) -> int:
         if self._goal_codes is None:
-            self._prompt(self.goal, 1)
+            self.world.reset_batch(self._image(self.goal)[None])
             self._goal_codes = self.world.latest_codes()
-        plan, _ = cem(lambda s: self._score(observation, s), self.world.num_actions, self.horizon, self.population,
+        image = self._image(observation)
+        plan, _ = cem(lambda s: self._score(image, s), self.world.num_actions, self.horizon, self.population,
                       self.elites, self.iterations, self.rng)
         self.plan = plan
-        self._prompt(observation, 1)
+        self.world.reset_batch(image[None])
         for code in plan:
             frame = self.world.step_batch(torch.tensor([int(code)]))
         self.predicted = (frame[0].cpu().numpy() * 255).round().astype(np.uint8)

@@ -54,8 +54,6 @@ def require_actions(shards: FrameShards) -> None:
 
 def read_transitions(world, data_path: str | Path, episodes: list[int] | None = None) -> Transitions:
     """The transitions of `episodes` (default: all) of a shard folder, with codes from `world`'s LAM."""
-    from robo_genie.models.lam import infer_actions_windowed
-
     shards = FrameShards(data_path)
     require_actions(shards)
     episodes = range(len(shards.episodes)) if episodes is None else episodes
@@ -64,8 +62,7 @@ def read_transitions(world, data_path: str | Path, episodes: list[int] | None = 
         video = shards.read(e)
         if len(video) < 2:
             continue
-        v = torch.from_numpy(video).float().div(255).to(world.device)
-        codes = infer_actions_windowed(world.lam, v, world.lam_window).cpu().numpy()
+        codes = np.asarray(world.infer_actions(video))
         parts.append((codes, observation_features(world.tokenizer, video[:-1], world.device),
                       shards.read(e, key="actions")[:len(video) - 1].astype(np.float32), np.full(len(codes), e)))
     if not parts:
