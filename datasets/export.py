@@ -18,7 +18,7 @@ import av
 import pyarrow as pa
 import pyarrow.parquet as pq
 from robo_genie.datasets.shards import FrameShards
-from tqdm import tqdm
+from robo_genie.progress import progress_bar
 
 CAMERA = "observation.images.main"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -49,7 +49,7 @@ def export_lerobot(shards_path: str | Path, out: str | Path, *, task: str = "rob
         stream = container.add_stream("libsvtav1", rate=rate)
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
-        for e, ep in enumerate(tqdm(shards.episodes, desc="export", unit="ep", disable=not progress)):
+        for e, ep in enumerate(progress_bar(shards.episodes, desc="export", unit="ep", bar=progress)):
             frames = shards.read(e)
             start = index / fps
             for t, frame in enumerate(frames):

@@ -9,7 +9,7 @@ import numpy as np
 from robo_genie.datasets.shards import MANIFEST, ShardWriter, read_manifest
 from robo_genie.datasets.sources import SOURCES, IngestError, RawEpisode
 from robo_genie.datasets.transforms import SQUARE_POLICIES, to_square
-from tqdm import tqdm
+from robo_genie.progress import progress_bar
 
 
 def resample(frames: Iterator[tuple[float, np.ndarray]], fps: float | None) -> Iterator[tuple[int, np.ndarray]]:
@@ -87,7 +87,7 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
     writer, done = _resume(out, source, path, shard_frames)
     skipped: list[tuple[str, str]] = []
     try:
-        for i, ep in enumerate(tqdm(src.episodes(), desc=f"ingest {path}", unit="ep", disable=not progress)):
+        for i, ep in enumerate(progress_bar(src.episodes(), desc=f"ingest {path}", unit="ep", bar=progress)):
             if not sliced_by_source and i % num_shards != shard_index:
                 continue                    # another slice's episode (its frames are never decoded)
             if ep.name in done or f"{ep.name}#0" in done:

@@ -140,12 +140,32 @@ def open_clips(root: str | Path, clip_len: int, require: tuple[str, ...] = ()) -
     return ClipDataset(root, clip_len, require)
 
 
+class RankSlice(Sampler[int]):
+    """Rank r's part of every global batch: of each run of batch_size x world positions in the
+    stream, the r-th block of batch_size. Two ranks at batch 2 then see the clips one process sees
+    at batch 4, in the same order."""
+
+    def __init__(self, stream: Sampler[int], batch_size: int, rank: int, world: int):
+        self.stream, self.batch_size, self.rank, self.world = stream, batch_size, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        for pos, i in enumerate(self.stream):
+            if lo <= pos % (self.batch_size * self.world) < hi:
+                yield i
+
+
 def clip_loader(dataset: ClipDataset | MixtureClipDataset, batch_size: int, seed: int, start_batch: int = 0,
-                num_workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+                num_workers: int = 0, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of `batch_size` clips (per process: rank `rank` of `world` reads its slice of each
+    global batch of batch_size x world), from batch `start_batch` on."""
+    start = start_batch * batch_size * world
     if isinstance(dataset, MixtureClipDataset):
-        sampler = WeightedResumableSampler(dataset.offsets, dataset.weights, seed, start_batch * batch_size)
+        sampler = WeightedResumableSampler(dataset.offsets, dataset.weights, seed, start)
     else:
-        sampler = ResumableSampler(len(dataset), seed, start_batch * batch_size)
+        sampler = ResumableSampler(len(dataset), seed, start)
+    if world > 1:
+        sampler = RankSlice(sampler, batch_size, rank, world)
     # Its own generator: a DataLoader otherwise draws a worker seed from the global RNG when it
     # starts, which would shift the training RNG stream of a resumed run.
     return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,

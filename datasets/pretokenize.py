@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from robo_genie.datasets.shards import MANIFEST, FrameShards, ShardError, ShardWriter
-from tqdm import tqdm
 
 from robo_genie import bundle as bundle_io
 from robo_genie.models.lam import infer_actions_windowed
+from robo_genie.progress import progress_bar
 
 
 def part_digest(bundle: str | Path, part: str) -> str:
@@ -61,7 +61,7 @@ def pretokenize(frames: str | Path, bundle: str | Path, out: str | Path, *, devi
                          extra={"frames": str(Path(frames).resolve()), "bundle": str(Path(bundle).resolve()),
                                 "digests": digests, "codebook_size": cfg.tokenizer.codebook_size})
     extra_keys = [k for k in ("actions", "labels") if src.has(k)]
-    for e, ep in enumerate(tqdm(src.episodes, desc="pre-tokenise", unit="ep", disable=not progress)):
+    for e, ep in enumerate(progress_bar(src.episodes, desc="pre-tokenise", unit="ep", bar=progress)):
         video = torch.from_numpy(src.read(e)).to(device).float().div_(255)
         arrays = {"tokens": encode_windowed(tokenizer, video, tok_window).cpu().numpy().astype(np.int16)}
         if lam is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
+from robo_genie.safe_write import write_text_atomic, writing
 
 MANIFEST = "manifest.json"
 FORMAT = "robo_genie.frame_shards/1"
@@ -32,9 +33,7 @@ class ShardError(ValueError):
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1), what=path.name)
 
 
 class ShardWriter:
@@ -102,8 +101,10 @@ class ShardWriter:
             raise ShardError(f"{self.out}: episodes disagree on which of actions/labels they carry")
         data = {k: np.concatenate([a[k] for _, a in self._pending]) for k in keys}
         tmp = self.out / (shard + ".tmp")
-        save_file(data, str(tmp))
-        os.replace(tmp, self.out / shard)
+        with writing("shard", self.out / shard, f"{self.out / MANIFEST} lists only the shards written before it; "
+                     f"free space and rerun the same command to continue", (tmp,)):
+            save_file(data, str(tmp))
+            os.replace(tmp, self.out / shard)
         start = 0
         for name, a in self._pending:
             n = len(a[self.main_key])

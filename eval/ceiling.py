@@ -18,12 +18,13 @@ import torch
 from robo_genie.eval.metrics import psnr
 
 
-def counterfactual_futures(n_states: int, t: int, resolution: int, seed: int = 0
+def counterfactual_futures(n_states: int, t: int, resolution: int, seed: int = 0, step_m: float | None = None
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """First frames, true futures and random futures, each [n_states, H, W, 3] uint8."""
-    from robo_genie.sim.tabletop import PRIMITIVES, TabletopSim
+    """First frames, true futures and random futures, each [n_states, H, W, 3] uint8 (`step_m`: the
+    gripper's travel per step, as `sim generate gripper_step=`)."""
+    from robo_genie.sim.tabletop import PRIMITIVES, STEP_M, TabletopSim
 
-    sim = TabletopSim(resolution)
+    sim = TabletopSim(resolution, step_m or STEP_M)
     rng = np.random.default_rng(seed)
     firsts, true, random = [], [], []
     for i in range(n_states):
@@ -43,8 +44,8 @@ def coded(tokenizer, frames: np.ndarray, device) -> torch.Tensor:
 
 
 def delta_t_psnr_ceiling(tokenizer, n_states: int = 48, t: int = 4, resolution: int = 64, seed: int = 0,
-                         device: str | torch.device = "cpu") -> dict:
-    firsts, true, random = counterfactual_futures(n_states, t, resolution, seed)
+                         device: str | torch.device = "cpu", step_m: float | None = None) -> dict:
+    firsts, true, random = counterfactual_futures(n_states, t, resolution, seed, step_m)
     x = torch.from_numpy(true).to(device).float().div(255)
     p_true = psnr(x, coded(tokenizer, true, device))
     p_random = psnr(x, coded(tokenizer, random, device))

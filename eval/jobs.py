@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
+from robo_genie.bundle import record_evaluation
 from robo_genie.datasets.shards import write_json_atomic
 from robo_genie.eval.controllability import delta_t_psnr, held_out_clips
 
@@ -30,8 +31,28 @@ def run_controllability(cfg: DictConfig) -> dict:
     result = delta_t_psnr(world, clips, cfg.t, cfg.seed, tuple(cfg.ts), recorded=recorded)
     result.update(bundle=str(cfg.bundle), data=str(cfg.data.path))
     path = _save_json(cfg.out, "controllability.json", result)
-    print(summary_line(result) + f" -> {path}")
+    record_evaluation(cfg.bundle, "controllability", path, headline(result))
+    _controllability_page(result, Path(cfg.out))
+    print(summary_line(result) + f" -> {path}, {Path(cfg.out) / 'report.html'}")
     return result
+
+
+def _controllability_page(result: dict, out: Path) -> None:
+    from robo_genie.eval.report import controllability_rows, plot_over_t, write_lab_report
+    plot_over_t(result, out / "over_t.png")
+    lead = (f"Under the actions its LAM reads from the real clips, the world model's frame {result['t']} steps "
+            f"ahead is {result['delta_t_psnr_matched']:.2f} dB closer to the real one than under random actions, "
+            f"and {result['inferred_minus_copy']:+.2f} dB against holding the prompt still "
+            f"({result['n_clips']} held-out clips). For a ceiling on the demo's tabletop, run `robo-genie eval ceiling`.")
+    write_lab_report(out / "report.html", "Controllability (ΔtPSNR)", lead, controllability_rows(result),
+                     [("over_t.png", "ΔtPSNR and fidelity over the rollout length")],
+                     {k: v for k, v in result.items() if k != "per_clip_delta"})
+
+
+def headline(r: dict) -> dict:
+    """The controllability figures `robo-genie info` shows."""
+    return {k: r[k] for k in ("t", "delta_t_psnr_matched", "delta_t_psnr_matched_sem", "delta_t_psnr",
+                              "psnr_inferred", "psnr_copy", "inferred_minus_copy") if k in r}
 
 
 def summary_line(r: dict) -> str:
@@ -63,6 +84,22 @@ def run_ceiling(cfg: DictConfig) -> dict:
     return result
 
 
+def consistency_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    rows = [("re-identification", f"{r['reid_accuracy']:.3f}", f"chance {r['reid_chance']:.3f}",
+             "how often the LAM, run on a generated transition, reads back the code that was commanded"),
+            ("motion margin", f"{r['motion_margin']:+.3f} (p = {r['p_value']:.3g})", "0: sequences indistinguishable",
+             "how much more alike the motion of one sequence is across prompts than that of different sequences")]
+    real = r.get("real_actions") or {}
+    if "direction_agreement" in real:
+        rows.append(("real-direction agreement", f"{real['direction_agreement']:.3f}",
+                     f"chance {real['direction_agreement_chance']:.3f}",
+                     "two prompts' rollouts of one sequence read as the same real direction by a flow probe"))
+    if "nmi" in r:
+        rows.append(("NMI, codes vs real directions", f"{r['nmi']:.3f}", "0 = unrelated, 1 = one code per direction",
+                     "on the prompts' own video"))
+    return rows
+
+
 def _fvd_note(cfg: DictConfig, from_shards: bool) -> str:
     if not cfg.i3d_weights:
         return ("FVD is not computed: it needs a Kinetics-400 I3D state dict by path (i3d_weights=FILE), "
@@ -78,7 +115,7 @@ def run_consistency(cfg: DictConfig) -> dict:
     from robo_genie.eval import consistency as cons
     from robo_genie.eval.controllability import fidelity_over_time
     from robo_genie.eval.motion import flow_signature
-    from robo_genie.eval.report import consistency_pictures, write_html
+    from robo_genie.eval.report import consistency_pictures, write_lab_report
 
     if not cfg.prompts:
         raise ValueError("eval consistency needs prompts=PATH: frame shards (held-out episodes) or a folder of images")
@@ -120,11 +157,14 @@ def run_consistency(cfg: DictConfig) -> dict:
         report["fvd_note"] = (f"FVD between {len(clips)} held-out clips (steps 1..{max(cfg.ts)}) and their "
                               f"regenerations from LAM-inferred actions; I3D logits from {cfg.i3d_weights}, "
                               f"frames resized to 224 px. Few clips bias FVD upward: compare runs with equal n.")
-    _save_json(cfg.out, "consistency.json", report)
+    path = _save_json(cfg.out, "consistency.json", report)
+    record_evaluation(cfg.bundle, "consistency", path, {k: report[k] for k in (
+        "reid_accuracy", "reid_chance", "motion_margin", "p_value")})
     consistency_pictures(videos, names, out)
-    write_html(out / "report.html", "Latent-action consistency", {k: v for k, v in report.items() if k != "sequences"},
-               [("grid.png", "rows: command sequences; columns: prompts (first, middle and last frame each)"),
-                ("grid.gif", "the same rollouts, animated")], lead=report["verdict"])
+    write_lab_report(out / "report.html", "Latent-action consistency", report["verdict"], consistency_rows(report),
+                     [("grid.png", "rows: command sequences; columns: prompts (first, middle and last frame each)"),
+                      ("grid.gif", "the same rollouts, animated")],
+                     {k: v for k, v in report.items() if k != "sequences"})
     print(report["verdict"])
     print(f"report: {out / 'report.html'}")
     return report

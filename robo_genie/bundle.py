@@ -6,6 +6,7 @@
       lam.safetensors
       dynamics.safetensors
       meta.json                format, which parts are present, how each was trained
+      evaluations.json         (once evaluated) the latest headline figures of each evaluation
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from robo_genie.config import ModelConfig
 from robo_genie.models import PARTS, build_part
+from robo_genie.safe_write import write_text_atomic, writing
 from robo_genie.training.checkpoint import state_dict_for_save
 
 FORMAT = "robo_genie.bundle/1"
@@ -43,7 +46,9 @@ def read_meta(path: str | Path) -> dict:
                           f"`robo-genie train stage=all data.path=SHARDS out=RUN` (it writes RUN/bundle).")
     meta = json.loads(_meta_path(path).read_text())
     if meta.get("format") != FORMAT:
-        raise BundleError(f"{_meta_path(path)}: unknown format {meta.get('format')!r} (expected {FORMAT})")
+        raise BundleError(f"{_meta_path(path)}: unknown format {meta.get('format')!r}; this robo_genie reads "
+                          f"{FORMAT}. Retrain with `robo-genie train stage=all ...`, or load it with the robo_genie "
+                          f"version that wrote it")
     return meta
 
 
@@ -91,17 +96,20 @@ def save_part(path: str | Path, part: str, model: torch.nn.Module, model_cfg: Di
     if _meta_path(path).is_file() and not _same_model(load_model_config(path), model_cfg, part):
         raise BundleError(f"{path}/config.yaml describes a different model than the {part} being saved; "
                           f"write to a new run directory or pass init_from={path}")
-    tmp = path / f"{part}.safetensors.tmp"
-    save_file(state_dict_for_save(model), str(tmp))
-    checksum = file_sha256(tmp)
-    os.replace(tmp, path / f"{part}.safetensors")
-    (path / "config.yaml").write_text(cfg_yaml)
     meta = read_meta(path) if _meta_path(path).is_file() else {"format": FORMAT, "parts": {}}
-    meta["parts"][part] = info
-    meta.setdefault("sha256", {})[f"{part}.safetensors"] = checksum
-    tmp = path / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, _meta_path(path))
+    # Every new file is written in full under a temporary name first; only then are they renamed
+    # into place (renames need no space), so a full disk leaves the bundle as it was.
+    tmp = {name: path / f"{name}.tmp" for name in (f"{part}.safetensors", "config.yaml", "meta.json")}
+    with writing(f"bundle part {part}", path / f"{part}.safetensors",
+                 "The bundle is unchanged, and training's last checkpoint is intact: free space and rerun the "
+                 "same command", tuple(tmp.values())):
+        save_file(state_dict_for_save(model), str(tmp[f"{part}.safetensors"]))
+        meta["parts"][part] = info
+        meta.setdefault("sha256", {})[f"{part}.safetensors"] = file_sha256(tmp[f"{part}.safetensors"])
+        tmp["config.yaml"].write_text(cfg_yaml)
+        tmp["meta.json"].write_text(json.dumps(meta, indent=1))
+        for name, file in tmp.items():          # meta.json last: it vouches for the others
+            os.replace(file, path / name)
 
 
 def load_part(path: str | Path, part: str, device: str | torch.device = "cpu",
@@ -132,6 +140,31 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu",
     """Load the model config and the requested parts (all three by default)."""
     cfg = load_model_config(path)
     return cfg, {p: load_part(path, p, device, cfg) for p in parts}
+
+
+EVALUATIONS = "evaluations.json"
+
+
+def record_evaluation(path: str | Path, what: str, report: str | Path, headline: dict[str, Any]) -> None:
+    """Note an evaluation's headline figures in the bundle (`evaluations.json`, latest per kind), so that
+    `robo-genie info` can show them. The part files and their digests are untouched."""
+    path = Path(path)
+    file = path / EVALUATIONS
+    try:
+        evaluations = json.loads(file.read_text()) if file.is_file() else {}
+    except json.JSONDecodeError:
+        evaluations = {}                    # a damaged note is replaced, never fatal to an eval
+    evaluations[what] = {"report": str(Path(report).resolve()), "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         **headline}
+    write_text_atomic(file, json.dumps(evaluations, indent=1), "evaluation record")
+
+
+def read_evaluations(path: str | Path) -> dict:
+    file = Path(path) / EVALUATIONS
+    try:
+        return json.loads(file.read_text()) if file.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
 
 
 def file_sha256(file: Path, h=None) -> str:

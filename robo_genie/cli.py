@@ -21,6 +21,7 @@ commands:
             robo-genie train stage=all data.path=SHARDS model=tiny out=RUN [steps=..]
   play      roll a world model out from an image under chosen latent actions
             robo-genie play bundle=RUN/bundle prompt=IMAGE actions=0,3,3,1 out=ROLLOUT.gif
+            robo-genie play ui=true bundle=RUN/bundle [prompts=HELD_OUT] [adapter=A]   (a browser page)
   eval      robo-genie eval controllability bundle=RUN/bundle data.path=SHARDS out=DIR
             robo-genie eval consistency bundle=RUN/bundle prompts=SHARDS_OR_IMAGES out=DIR
             robo-genie eval ceiling bundle=RUN/bundle out=DIR   (a perfect dynamics model's ΔtPSNR, tabletop)
@@ -30,6 +31,8 @@ commands:
   sim       MuJoCo scenes: scripted robot video, and the deformable-object probe of a world model
             robo-genie sim generate scene=tabletop|cloth|rope|soft|rigid episodes=N workers=W out=SHARDS
             robo-genie sim probe bundle=RUN/bundle scene=all|cloth|rope|soft|rigid episodes=N horizon=H out=DIR
+  info      what a bundle is: its parts and sizes, the data it was trained on, its evaluations, its config
+            robo-genie info bundle=RUN/bundle [json=true]
   bench     speed, as JSON with the hardware named
             robo-genie bench sim scene=cloth episodes=16 workers=1,2 out=bench_sim.json
             robo-genie bench data out=bench_data.json
@@ -103,6 +106,13 @@ def _play(cfg) -> None:
     from robo_genie.eval.report import save_gif
     from robo_genie.play import World
 
+    if cfg.ui:
+        from robo_genie.play_ui.app import serve
+        serve(cfg)
+        return
+    if cfg.prompt is None:
+        raise SystemExit("robo-genie play: give prompt=IMAGE (and actions=0,3,3,1 out=ROLLOUT.gif), "
+                         "or ui=true to play in the browser")
     world = World.from_bundle(cfg.bundle, cfg.device, cfg.seed)
     world.maskgit_steps, world.temperature = cfg.maskgit_steps, cfg.temperature
     actions = list(cfg.actions)
@@ -141,6 +151,11 @@ def _adapter(cfg) -> None:
     run_adapter(cfg)
 
 
+def _info(cfg) -> None:
+    from robo_genie.info import run_info
+    run_info(cfg)
+
+
 def _bench(cfg) -> None:
     from robo_genie.bench import run_bench
     run_bench(cfg)
@@ -149,7 +164,7 @@ def _bench(cfg) -> None:
 COMMANDS: dict[str, tuple[str, Callable]] = {
     "demo": ("demo", _demo), "ingest": ("ingest", _ingest), "export": ("export", _export), "train": ("train", _train),
     "play": ("play", _play), "eval": ("eval", _eval), "sim": ("sim", _sim),
-    "adapter": ("adapter", _adapter), "bench": ("bench", _bench),
+    "adapter": ("adapter", _adapter), "bench": ("bench", _bench), "info": ("info", _info),
 }
 
 
@@ -208,10 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     from robo_genie.cpu_memory import keep_freed_memory
     from robo_genie.datasets.shards import ShardError
     from robo_genie.datasets.sources import IngestError
+    from robo_genie.safe_write import WriteError
     keep_freed_memory()
     try:
         run(cfg)
-    except (IngestError, ShardError, BundleError, AdapterError, ValueError) as e:
+    except (IngestError, ShardError, BundleError, AdapterError, WriteError, ValueError) as e:
         raise SystemExit(f"robo-genie {command}: {e}") from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -120,7 +120,12 @@ ROBO_2P5B = ModelConfig(
     lam=LAMConfig(encoder=_st(768, 16, 12), decoder=_st(768, 16, 12)),
     dynamics=DynamicsConfig(net=_st(2560, 24, 20)),
 )
-MODEL_PRESETS = {"tiny": TINY, "small": SMALL, "robo_2p5b": ROBO_2P5B}
+# A ladder of dynamics sizes between small and robo_2p5b, for scaling runs (`model=dyn_150m`, ...):
+# the small tokenizer and LAM, and a dynamics model of ~16 d^2 weights per ST block (head dim 64).
+LADDER = {"dyn_40m": (512, 10, 8), "dyn_150m": (768, 16, 12), "dyn_500m": (1280, 19, 20), "dyn_1b": (1792, 20, 28)}
+MODEL_PRESETS = {"tiny": TINY, "small": SMALL, "robo_2p5b": ROBO_2P5B,
+                 **{name: ModelConfig(name=name, tokenizer=SMALL.tokenizer, lam=SMALL.lam,
+                                      dynamics=DynamicsConfig(net=_st(*size))) for name, size in LADDER.items()}}
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -142,6 +147,14 @@ class StageTrainConfig:
     grad_clip: float = 1.0
     ckpt_every: int = 500
     log_every: int = 25
+    # A NaN/Inf loss or gradient, or a collapsed codebook: skip the batch (for a collapse: log it
+    # and go on) | rewind to the last checkpoint | stop with a message. Over 10 faults always stop.
+    on_fault: str = "skip"
+    # Codebook collapse: a batch that uses under this fraction of the codes (tokenizer, LAM; 0: off).
+    min_codes_used: float = 0.0
+    # Recompute activations in the backward pass: none | selective (every other ST block) | full.
+    activation_checkpointing: str = "none"
+    compile: bool = False             # torch.compile each ST block
 
 
 @dataclass
@@ -160,8 +173,12 @@ class TrainJob:
     # Dynamics from frame shards: encode them once into OUT/tokens (tokenizer + LAM) instead of
     # running the frozen parts on every batch.
     pretokenize: bool = True
-    tokenizer: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=4))
-    lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=2, batch_size=32))
+    # min_codes_used: a tokenizer batch on under 1 % of its codes, a LAM batch on under a quarter of
+    # its actions (2 of 8), has collapsed (reported; on_fault=rewind|stop act on it)
+    tokenizer: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=4,
+                                                                                min_codes_used=0.01))
+    lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=2, batch_size=32,
+                                                                          min_codes_used=0.25))
     dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(lr=1e-3, clip_len=2, batch_size=16))
 
 
@@ -204,9 +221,15 @@ class ExportJob:
 @dataclass
 class PlayJob:
     bundle: str = MISSING
-    prompt: str = MISSING             # an image file (any size; centre-cropped and resized)
+    prompt: str | None = None         # an image file (any size; centre-cropped and resized); not with ui=true
     actions: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # actions=0,3,3,1; each in [0, |A|)
     out: str = "rollout.gif"
+    ui: bool = False                  # serve the play page instead of writing one rollout
+    host: str = "127.0.0.1"
+    port: int = 8000
+    prompts: str | None = None        # ui: frame shards (held-out episodes) or a folder of images to pick from
+    n_prompts: int = 6                # ui: how many of those, and of MuJoCo demo frames
+    adapter: str | None = None        # ui: an adapter of this bundle; the page shows each code's robot command
     fps: int = 4
     seed: int = 0
     device: str = "auto"
@@ -238,6 +261,12 @@ class EvalJob:
     n_permutations: int = 1000
     ts: list[int] = field(default_factory=lambda: [1, 2, 4, 8])   # ΔtPSNR also at these t
     i3d_weights: str | None = None  # FVD needs I3D weights, which cannot be downloaded here
+
+
+@dataclass
+class InfoJob:
+    bundle: str = MISSING
+    json: bool = False                # print the description as JSON instead of text
 
 
 @dataclass
@@ -325,11 +354,11 @@ class DemoJob:
     progress: bool = True
     # 600 tokenizer steps: a sharper tokenizer lifted ΔtPSNR (NOTES.md, seventh and eighth rounds).
     tokenizer: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
-        steps=600, batch_size=12, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
+        steps=600, batch_size=12, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100, min_codes_used=0.01))
     # 700 LAM steps: 350 found the primitives with seed 0 (NMI 0.35) but not with seed 1 (0.06); 700
     # give 0.55 / 0.43 (NOTES.md, sixth and ninth rounds).
     lam: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
-        steps=700, batch_size=24, clip_len=2, lr=2e-3, warmup_steps=30, ckpt_every=100))
+        steps=700, batch_size=24, clip_len=2, lr=2e-3, warmup_steps=30, ckpt_every=100, min_codes_used=0.25))
     # 600 dynamics steps: the latent dynamics model's ΔtPSNR doubles from 300 to 600 steps and then
     # levels off (0.37, 0.67, 0.69 at 1000; NOTES.md, ninth round). At 600 steps x 16 clips it sees
     # each training window about twice, so the frames are encoded once up front (pretokenize).
@@ -354,3 +383,4 @@ def register_configs() -> None:
     cs.store(name="adapter", node=AdapterJob)
     cs.store(name="demo", node=DemoJob)
     cs.store(name="bench", node=BenchJob)
+    cs.store(name="info", node=InfoJob)

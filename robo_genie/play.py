@@ -4,8 +4,9 @@
     world.reset(image)          # any HxWx3 uint8 image (centre-cropped, resized)
     frame = world.step(3)       # -> uint8 [H, W, 3], the model's next frame under action 3
 
-The prompt is tokenised; each step appends the action, lets the dynamics model fill in the next
-frame's tokens with MaskGIT, and decodes them with the tokenizer. The context is the most recent
+The prompt is tokenised; each step appends the action, lets the dynamics model predict the next
+frame's tokens (one pass for `kind=latent`, MaskGIT rounds for `kind=maskgit`), and decodes them
+with the tokenizer. The context is the most recent
 `window` frames (the clip length the dynamics model was trained on).
 """
 
@@ -109,6 +110,12 @@ class World:
         if not 0 <= int(action) < self.num_actions:
             raise ValueError(f"action {action} is outside [0, {self.num_actions}) for this model")
         return to_uint8(self.step_batch(torch.tensor([int(action)]))[0])
+
+    def undo(self) -> None:
+        """Drop the latest frame and the action that made it (the prompt always stays)."""
+        if self._tokens is None or self._tokens.shape[1] < 2:
+            raise ValueError("nothing to undo: the world is at its prompt")
+        self._tokens, self._actions = self._tokens[:, :-1], self._actions[:, :-1]
 
     def infer_actions(self, video: np.ndarray) -> list[int]:
         """The LAM's actions for a clip (uint8 [T, H, W, 3] at the model's resolution)."""

@@ -17,7 +17,7 @@ import numpy as np
 from robo_genie.datasets.shards import MANIFEST, ShardError, ShardWriter, read_manifest
 from robo_genie.sim import tabletop, teleop
 from robo_genie.sim.scenes import SCENES
-from tqdm import tqdm
+from robo_genie.progress import progress_bar
 
 ALL_SCENES = ("tabletop", *SCENES, "mix")      # mix: episode i is arm scene SCENES[i % 4]
 _sims: dict = {}
@@ -93,8 +93,8 @@ def generate(out: str | Path, episodes: int, episode_len: int = 32, resolution: 
     jobs = [(episode_scene(scene, i), seed * 100_003 + i, episode_len, resolution,
              cameras, gripper_step) for i in range(episodes)]
     jobs = [j for j in jobs if f"ep{j[1]}" not in done]
-    bar = tqdm(total=episodes, initial=episodes - len(jobs), desc=f"sim {scene} -> {out}", unit="ep",
-               disable=not progress)
+    bar = progress_bar(total=episodes, initial=episodes - len(jobs), desc=f"sim {scene} -> {out}", unit="ep",
+                       bar=progress)
     try:
         if workers > 1 and jobs:
             # A fresh process per worker (GL contexts do not fork). Unlike multiprocessing.Pool, the

@@ -20,7 +20,7 @@ import torch
 from robo_genie.eval.metrics import psnr, ssim
 from robo_genie.sim.silhouette import boundary_distance, fit_colour_model, iou
 from robo_genie.sim.teleop import BEHAVIOURS, ArmSim
-from tqdm import tqdm
+from robo_genie.progress import progress_bar
 
 # physics clips uint8 [N, H+1, S, S, 3] -> the model's frames for steps 1..H, uint8 [N, H, S, S, 3]
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -44,7 +44,7 @@ def simulate_clips(scene: str, seeds: list[int], horizon: int, resolution: int, 
     sim = sim or ArmSim(scene, resolution)
     behaviours = behaviours or [None] * len(seeds)
     frames, target, names = [], [], []
-    for seed, b in tqdm(list(zip(seeds, behaviours)), desc=f"physics {scene}", unit="ep", disable=not progress):
+    for seed, b in progress_bar(list(zip(seeds, behaviours)), desc=f"physics {scene}", unit="ep", bar=progress):
         ep = sim.episode(seed, start + horizon + 1, behaviour=b, shape=shape)
         frames.append(ep.frames[start:])
         target.append(ep.segmentation[start:] == TARGET)

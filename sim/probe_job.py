@@ -4,12 +4,12 @@ and report.html."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from robo_genie.eval.report import save_gif, tile, write_html
+from robo_genie.datasets.shards import write_json_atomic
+from robo_genie.eval.report import save_gif, tile, write_lab_report
 from robo_genie.sim.probe import (
     METRICS,
     PhysicsClips,
@@ -100,6 +100,34 @@ def plot_curves(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plain_sentence(report: dict) -> str:
+    ious = {s: e["model"]["mean"]["iou"] for s, e in report.items()}
+    still = {s: e["still"]["mean"]["iou"] for s, e in report.items()}
+    beats = [s for s in ious if ious[s] > still[s]]
+    return (f"Prompted with a physics frame and driven by the actions its LAM reads from the physics clip, the model's "
+            f"object silhouettes overlap the physics ones {'better than' if beats else 'no better than'} a still "
+            f"image does{' in ' + ', '.join(beats) if beats and len(beats) < len(ious) else ''}.")
+
+
+def probe_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for scene, e in report.items():
+        m = e["model"]["mean"]
+        rows.append((f"{scene}: silhouette IoU, model", f"{m['iou']:.3f}",
+                     f"still image {e['still']['mean']['iou']:.3f}; ceiling {e['silhouette_ceiling_iou']:.3f}",
+                     "overlap with the physics object over the horizon (the ceiling: the colour classifier on physics frames)"))
+        rows.append((f"{scene}: PSNR, model", f"{m['psnr']:.2f} dB", f"still image {e['still']['mean']['psnr']:.2f} dB",
+                     "pixel fidelity against physics"))
+        if "gap_vs_rigid" in e:
+            rows.append((f"{scene}: IoU minus its rigid counterpart's", f"{e['gap_vs_rigid']['mean']['iou']:+.3f}",
+                         "0: deformation costs nothing", f"the {e['rigid_counterpart']['shape']} on the same seeds"))
+        if "counterfactual" in e:
+            cf = e["counterfactual"]
+            rows.append((f"{scene}: counterfactual, own minus other branch IoU", f"{cf['own_minus_cross']:+.3f}",
+                         "above 0: the model follows its actions", f"pairs {cf['pairs']}"))
+    return rows
+
+
 def lead_line(report: dict) -> str:
     parts = []
     for scene, e in report.items():
@@ -113,6 +141,7 @@ def lead_line(report: dict) -> str:
 
 def run_probe(cfg) -> dict:
     """The CLI job: load the bundle, probe, write the files."""
+    from robo_genie.bundle import record_evaluation
     from robo_genie.sim.probe import world_predictor
 
     from robo_genie.play import World
@@ -143,8 +172,11 @@ def run_probe(cfg) -> dict:
               "silhouette_method": "chromaticity distance to the object's median prompt chromaticity, "
                                    "threshold calibrated on the prompt's true segmentation",
               "scenes": report, "seconds": round(time.time() - t0, 1)}
-    (out / "probe.json").write_text(json.dumps(result, indent=1))
-    write_html(out / "report.html", "Deformable-object probe", result, images, lead=lead_line(report))
+    write_json_atomic(out / "probe.json", result)
+    record_evaluation(cfg.bundle, "probe", out / "probe.json", {
+        f"{scene}_iou": round(e["model"]["mean"]["iou"], 4) for scene, e in report.items()})
+    write_lab_report(out / "report.html", "Deformable-object probe", plain_sentence(report) + " " + lead_line(report),
+                     probe_rows(report), images, result)
     print(lead_line(report))
     print(f"wrote {out / 'probe.json'}, curves.png, {len(shown)} GIFs and report.html ({result['seconds']} s)")
     return result

@@ -26,7 +26,8 @@ def test_bundle_round_trips_every_tensor(trained):
         state = model.state_dict()
         assert saved.keys() == state.keys()
         assert all(torch.equal(saved[k], state[k]) for k in saved)
-    assert sorted(p.name for p in trained.iterdir()) == [
+    # (evaluations.json appears once an eval has run on it: a note beside the parts, outside their digests)
+    assert sorted(p.name for p in trained.iterdir() if p.name != "evaluations.json") == [
         "config.yaml", "dynamics.safetensors", "lam.safetensors", "meta.json", "tokenizer.safetensors"]
 
 
@@ -93,6 +94,29 @@ def test_eval_controllability_cli_writes_json(trained, sim_shards, tmp_path):
     assert abs(report["delta_t_psnr"] - (report["psnr_inferred"] - report["psnr_random"])) < 1e-6
     assert abs(report["inferred_minus_copy"] - (report["psnr_inferred"] - report["psnr_copy"])) < 1e-4
     assert set(report["delta_t_psnr_by_t"]) == {"1", "2", "3", "4", "8"}      # t and the default ts
+    assert "prompt held still" in (tmp_path / "report.html").read_text()
+
+
+def test_info_describes_a_bundle_and_its_evaluations(trained, sim_shards, tmp_path, capsys):
+    import shutil
+    bundle = tmp_path / "bundle"
+    shutil.copytree(trained, bundle)
+    bundle.joinpath("evaluations.json").unlink(missing_ok=True)
+    main(["info", f"bundle={bundle}"])
+    text = capsys.readouterr().out
+    assert "evaluations:\n  none yet" in text and "dynamics kind=latent" in text
+    main(["eval", "controllability", f"bundle={bundle}", f"data.path={sim_shards}", f"out={tmp_path / 'ev'}",
+          "n_clips=4"])
+    capsys.readouterr()
+    main(["info", f"bundle={bundle}", "json=true"])
+    d = json.loads(capsys.readouterr().out)
+    measured = json.loads((tmp_path / "ev" / "controllability.json").read_text())
+    assert d["evaluations"]["controllability"]["delta_t_psnr_matched"] == measured["delta_t_psnr_matched"]
+    params = {p: sum(t.numel() for t in load_file(str(bundle / f"{p}.safetensors")).values()) for p in d["parts"]}
+    assert {p: d["parts"][p]["parameters"] for p in d["parts"]} == params
+    assert d["parts"]["tokenizer"]["data"] == str(sim_shards) and d["missing_parts"] == []
+    with pytest.raises(SystemExit, match="not a world-model bundle"):
+        main(["info", f"bundle={tmp_path / 'ev'}"])
 
 
 def test_frequency_matched_random_actions_draw_only_the_codes_in_use():

@@ -116,7 +116,9 @@ def test_eval_consistency_cli_writes_every_file(micro_run, sim_shards, tmp_path)
     assert report["fvd"] is None and "I3D" in report["fvd_note"]         # no weights given: no number
     for name in ("grid.png", "grid.gif", "report.html"):
         assert (out / name).stat().st_size > 0
-    assert report["verdict"] in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert report["verdict"] in page
+    assert f"chance {report['reid_chance']:.3f}" in page                # beside its reference
 
 
 def test_eval_consistency_takes_a_folder_of_images_and_names_a_bad_path(micro_run, tmp_path):

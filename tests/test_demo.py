@@ -33,5 +33,14 @@ def test_demo_writes_report_bundle_and_pictures(tmp_path):
             gif.seek(i)
             total_ms += gif.info["duration"]
         assert total_ms == 9 * 250
+    # each figure beside its reference: the ceiling of a perfect dynamics model, the prompt held still
+    ceiling = dyn["delta_t_psnr_ceiling_by_t"]
+    assert set(ceiling) == {"1", "2", "4", "8"}
+    assert abs(dyn["ratio_to_ceiling"] - dyn["delta_t_psnr_matched"] / ceiling["4"]) < 1e-6
     html = (tmp_path / "report.html").read_text()
-    assert "rollouts.gif" in html and "delta_t_psnr" in html
+    assert "rollouts.gif" in html and "over_t.png" in html and (tmp_path / "over_t.png").stat().st_size > 5000
+    assert f"ceiling {ceiling['4']:.2f} dB" in html and f"prompt held still {dyn['psnr_copy']:.2f} dB" in html
+    assert "perfect dynamics model would gain" in html                   # the one plain sentence
+    # the bundle remembers its evaluation, for `robo-genie info`
+    evaluations = json.loads((tmp_path / "bundle" / "evaluations.json").read_text())
+    assert evaluations["demo"]["delta_t_psnr_matched"] == dyn["delta_t_psnr_matched"]

@@ -58,10 +58,11 @@ def test_training_counts_the_actions_it_sees_and_bundles_keep_them(micro_cfg):
     assert fresh.action_counts.sum() == 0
 
 
-def _toy_batch(g: int, n: int, shuffle: bool, gen: torch.Generator, recorded: bool = False):
+def _toy_batch(g: int, n: int, shuffle: bool, gen: torch.Generator, recorded: str | None = None):
     """A bright code at a random position moves one cell in the direction of its action
     (0 right, 1 left, 2 down, 3 up) over a dark background: tokens [n, 2, g*g], actions [n, 1]
-    (recorded: one-hot action vectors [n, 1, 4])."""
+    (recorded="one_hot": one-hot action vectors [n, 1, 4]; "metres": commands as the MuJoCo shards
+    log them, a 2-cm move (dx, dy, 0) and a gripper held closed at 1)."""
     y, x = torch.randint(1, g - 1, (n,), generator=gen), torch.randint(1, g - 1, (n,), generator=gen)
     a = torch.randint(0, 4, (n,), generator=gen)
     dy, dx = torch.tensor([0, 0, 1, -1])[a], torch.tensor([1, -1, 0, 0])[a]
@@ -69,18 +70,24 @@ def _toy_batch(g: int, n: int, shuffle: bool, gen: torch.Generator, recorded: bo
     tokens[torch.arange(n), 0, y, x] = 1
     tokens[torch.arange(n), 1, y + dy, x + dx] = 1
     acts = a[torch.randperm(n, generator=gen)] if shuffle else a
-    acts = torch.nn.functional.one_hot(acts, 4).float() if recorded else acts
+    if recorded == "one_hot":
+        acts = torch.nn.functional.one_hot(acts, 4).float()
+    elif recorded == "metres":
+        ones = torch.ones(n)
+        acts = torch.stack([0.02 * torch.tensor([1., -1, 0, 0])[acts], 0.02 * torch.tensor([0., 0, 1, -1])[acts],
+                            0 * ones, ones], -1)
     return tokens.flatten(2), acts[:, None]
 
 
-@pytest.mark.parametrize("recorded", [False, True])
+@pytest.mark.parametrize("recorded", [None, "one_hot", "metres"])
 def test_latent_dynamics_learns_an_action_dependent_move_that_shuffled_actions_cannot(micro_cfg, recorded):
-    """Trained on the true actions (LAM-style codes, or recorded action vectors), the moved cell is
-    predicted right almost always; trained on shuffled actions (the same data, the action carries
-    nothing), about a quarter of the time."""
+    """Trained on the true actions (LAM-style codes, or recorded action vectors, including commands
+    in metres that are standardised inside the model), the moved cell is predicted right almost
+    always; trained on shuffled actions (the same data, the action carries nothing), about a
+    quarter of the time."""
     def fit(shuffle: bool) -> float:
         torch.manual_seed(0)
-        dyn = _latent(micro_cfg, perturb=False, recorded=recorded).train()
+        dyn = _latent(micro_cfg, perturb=False, recorded=recorded is not None).train()
         with torch.no_grad():
             dyn.codebook.zero_()
             dyn.codebook[1] = 1.0                                     # code 1: the bright cell

@@ -169,6 +169,13 @@ def test_robo_2p5b_matches_genie_robotics_scale(part, target):
     assert abs(n - target) / target < 0.10, f"{part}: {n / 1e6:.0f}M parameters, target {target / 1e6:.0f}M"
 
 
+@pytest.mark.parametrize("name,target", [("dyn_40m", 40e6), ("dyn_150m", 150e6), ("dyn_500m", 500e6),
+                                         ("dyn_1b", 1e9), ("robo_2p5b", 2.5e9)])
+def test_the_dynamics_ladder_has_the_sizes_it_is_named_for(name, target):
+    n = _count(MODEL_PRESETS[name], "dynamics")
+    assert abs(n - target) / target < 0.10, f"{name}: {n / 1e6:.0f}M parameters"
+
+
 def test_small_is_the_coinrun_case_study():
     small = MODEL_PRESETS["small"]
     assert (small.tokenizer.encoder.depth, small.tokenizer.encoder.dim) == (8, 512)

@@ -112,6 +112,8 @@ def test_probe_end_to_end_on_a_trained_bundle_writes_every_file(micro_run, tmp_p
     for name in ("curves.png", "cloth.gif", "cloth_rigid_plate.gif", "report.html"):
         assert (out / name).stat().st_size > 0
     assert Image.open(out / "cloth.gif").n_frames == 4          # the prompt + 3 steps
-    assert "cloth: IoU" in (out / "report.html").read_text()            # the one-line summary
+    page = (out / "report.html").read_text()
+    assert "cloth: IoU" in page                                         # the one-line summary
+    assert "still image" in page and "ceiling" in page                 # each figure beside its reference
     with pytest.raises(SystemExit, match="scene"):
         main(["sim", "probe", f"bundle={micro_run / 'bundle'}", "scene=towel", f"out={out}"])

@@ -109,3 +109,17 @@ def test_checkpoint_files_and_their_folder_reach_the_disk_before_the_pointer_mov
     assert {"model.safetensors", "state.pt", "step_0000003.tmp", tmp_path.name, "latest.tmp"} <= synced
     assert events.index(("replace", "step_0000003")) < pointer
     assert events[-1] == ("fsync", tmp_path.name)
+
+
+def test_tensorboard_gets_reconstructions_and_dynamics_samples(micro_run):
+    """Beside the scalars, the tokenizer logs reconstructions and the dynamics model its next frames
+    (own action vs another clip's), as images at each checkpoint."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    for part, columns in (("tokenizer", 2), ("dynamics", 4)):
+        events = EventAccumulator(str(micro_run / "tensorboard" / part), size_guidance={"images": 0})
+        events.Reload()
+        assert f"{part}/samples" in events.Tags()["images"]
+        image = events.Images(f"{part}/samples")[-1]
+        assert image.step == 4
+        # tile(): a row per clip of the batch (2 here), 32 px frames, 2 px gutters, upscaled 2x
+        assert image.width == 2 * (columns * 34 + 2) and image.height == 2 * (2 * 34 + 2)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from robo_genie.datasets.sources.base import IngestError, RawEpisode
 
@@ -27,7 +28,21 @@ class LeRobotSource:
         info_path = self.root / "meta" / "info.json"
         if not info_path.is_file():
             raise IngestError(f"{info_path} not found: {self.root} is not a LeRobot dataset root")
-        self.info = json.loads(info_path.read_text())
+        try:
+            self.info = json.loads(info_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise IngestError(f"{info_path}: not valid JSON ({e}); restore it from the dataset's source") from None
+        try:
+            self._read_metadata(info_path, camera)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            if isinstance(e, IngestError):
+                raise
+            raise IngestError(f"{info_path} (or the episode metadata beside it) is not LeRobot metadata this reader "
+                              f"understands ({type(e).__name__}: {e}); restore it from the dataset's source") from None
+
+    def _read_metadata(self, info_path: Path, camera: str | None) -> None:
+        if not isinstance(self.info, dict):
+            raise TypeError("info.json holds no JSON object")
         version = str(self.info.get("codebase_version", ""))
         if not version.startswith(("v3", "v2")):
             raise IngestError(f"{info_path}: codebase_version {version!r}; this reader takes LeRobot v2.x and v3.x "
@@ -50,7 +65,7 @@ class LeRobotSource:
             raise IngestError(f"{self.root / 'meta' / 'episodes'}: no episode metadata (*.parquet)")
         rows: list[dict] = []
         for f in files:
-            rows.extend(pq.read_table(f).to_pylist())
+            rows.extend(_read_parquet(f, "episode metadata").to_pylist())
         key = f"videos/{self.camera}"
         fmt = self.info["video_path"].format
         return [{"episode_index": r["episode_index"],
@@ -90,7 +105,7 @@ class LeRobotSource:
                     raise IngestError(f"episode {e}: {data_file} is listed in the metadata but missing")
                 columns = ["episode_index", "frame_index", "timestamp"]
                 columns += ["action"] if "action" in self.info["features"] else []
-                table = pq.read_table(data_file, columns=columns)
+                table = _read_parquet(data_file, f"episode {e}", columns)
                 tables[data_file] = {c: np.asarray(table[c].to_pylist() if c == "action" else table[c].to_numpy())
                                      for c in columns}
             data = tables[data_file]
@@ -102,6 +117,14 @@ class LeRobotSource:
             # Decoded when the episode is read, so that a bad episode can be skipped (on_error=skip).
             frames = _lazy_frames(video, start, timestamps, 0.5 / self.fps, f"episode {e}")
             yield RawEpisode(f"episode_{e:06d}", str(video), frames, self.fps, actions)
+
+
+def _read_parquet(path: Path, what: str, columns: list[str] | None = None):
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise IngestError(f"{what}: {path} cannot be read as parquet ({e}); the file is corrupt or truncated, or "
+                          f"lacks the columns {columns}") from None
 
 
 def _lazy_frames(video: Path, start: float, timestamps: np.ndarray, tolerance: float, what: str

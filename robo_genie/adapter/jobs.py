@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from robo_genie import bundle as bundle_io
 from robo_genie.adapter.adapter import KINDS, Adapter, AdapterError
 from robo_genie.adapter.transitions import Transitions, action_names, labelled_episodes, read_transitions
 from robo_genie.datasets.shards import FrameShards, write_json_atomic
+from robo_genie.bundle import record_evaluation
+from robo_genie.progress import progress_bar
 
 GRIPPER = "gripper"
 
@@ -107,30 +108,42 @@ def run_eval(cfg: DictConfig) -> dict:
     result["offline_by_fraction"] = table
     _plot_fractions(table, out / "offline_by_fraction.png")
 
-    n = len(FrameShards(cfg.data.path).episodes)
-    replay_eps = list(range(min(cfg.replay_episodes, n)))
-    result["replay"] = replay(adapter, cfg.data.path, replay_eps, cfg.seed)
-    goal_eps = list(range(min(cfg.goal_episodes, n)))
-    gif: list = []
-    with tqdm(total=len(goal_eps), desc="reach goals", unit="ep", disable=not cfg.progress) as bar:
-        result["goal"] = reach_goals(adapter, cfg.data.path, goal_eps, cfg.goal_steps, cfg.horizon, cfg.population,
-                                     cfg.iterations, cfg.success_radius, cfg.seed, gif, bar)
-    if gif:
-        save_gif([tile(np.stack([[f, p, g]])) for f, p, g in gif], out / "closed_loop.gif", fps=2)
-    write_json_atomic(out / "adapter_eval.json", result)
-    off, rep, goal = result["offline"], result["replay"], result["goal"]
+    shards = FrameShards(cfg.data.path)
+    off = result["offline"]
     lead = (f"{adapter.kind} adapter, {adapter.info['labelled']:.0%} of the episodes labelled: translation-direction "
             f"cosine {off.get('direction_cosine', float('nan')):.2f} on held-out transitions (1 = always the "
-            f"right direction). In MuJoCo, replaying held-out episodes' latent codes through it strays "
-            f"{rep['path_error'] * 100:.1f} cm from the real path, against {rep['random_path_error'] * 100:.1f} cm "
-            f"for random commands. Planning in the world model reaches {goal['success_rate']:.0%} of the goals "
-            f"(random {goal['random_success_rate']:.0%}, an oracle planning in MuJoCo "
-            f"{goal['oracle_success_rate']:.0%}).")
+            f"right direction).")
+    if "scene" in shards.manifest.get("extra", {}):          # MuJoCo shards: the simulator can replay them
+        n = len(shards.episodes)
+        result["replay"] = replay(adapter, cfg.data.path, list(range(min(cfg.replay_episodes, n))), cfg.seed)
+        goal_eps = list(range(min(cfg.goal_episodes, n)))
+        gif: list = []
+        with progress_bar(total=len(goal_eps), desc="reach goals", unit="ep", bar=cfg.progress) as bar:
+            result["goal"] = reach_goals(adapter, cfg.data.path, goal_eps, cfg.goal_steps, cfg.horizon,
+                                         cfg.population, cfg.iterations, cfg.success_radius, cfg.seed, gif, bar)
+        if gif:
+            save_gif([tile(np.stack([[f, p, g]])) for f, p, g in gif], out / "closed_loop.gif", fps=2)
+        rep, goal = result["replay"], result["goal"]
+        lead += (f" In MuJoCo, replaying held-out episodes' latent codes through it strays "
+                 f"{rep['path_error'] * 100:.1f} cm from the real path, against {rep['random_path_error'] * 100:.1f} "
+                 f"cm for random commands. Planning in the world model reaches {goal['success_rate']:.0%} of the "
+                 f"goals (random {goal['random_success_rate']:.0%}, an oracle planning in MuJoCo "
+                 f"{goal['oracle_success_rate']:.0%}).")
+    else:
+        result["replay"] = result["goal"] = None
+        result["closed_loop_note"] = (f"{cfg.data.path} is not MuJoCo data from `robo-genie sim generate`, so there "
+                                      f"is no simulator to replay it in: offline figures only")
+        lead += " " + result["closed_loop_note"] + "."
+    write_json_atomic(out / "adapter_eval.json", result)
+    record_evaluation(world.bundle_path, "adapter", out / "adapter_eval.json", {
+        "kind": adapter.kind, "direction_cosine": off.get("direction_cosine"),
+        **({"replay_path_error_m": result["replay"]["path_error"], "goal_success_rate": result["goal"]["success_rate"]}
+           if result["replay"] else {})})
     write_html(out / "report.html", "robo_genie adapter", {k: v for k, v in result.items()
                                                           if k != "offline_by_fraction"},
-               [("offline_by_fraction.png", "offline error over the labelled fraction, lookup vs learned"),
-                ("closed_loop.gif", "left: MuJoCo under the adapter's commands; middle: the world model's "
-                 "predicted frame at the end of its plan; right: the goal")], lead=lead)
+               [("offline_by_fraction.png", "offline error over the labelled fraction, lookup vs learned")]
+               + ([("closed_loop.gif", "left: MuJoCo under the adapter's commands; middle: the world model's "
+                    "predicted frame at the end of its plan; right: the goal")] if result["replay"] else []), lead=lead)
     print(lead)
     print(f"-> {out / 'adapter_eval.json'}, {out / 'report.html'}")
     return result

@@ -11,9 +11,37 @@ __all__ = ["DynamicsModel", "LatentActionModel", "STBlock", "STTransformer", "Vi
 PARTS = ("tokenizer", "lam", "dynamics")
 
 
+def check_sizes(name: str, m) -> None:
+    """Refuse sizes no model can have, naming the setting (before torch meets a zero or a remainder)."""
+    nets = {"tokenizer": ("encoder", "decoder"), "lam": ("encoder", "decoder"), "dynamics": ("net",)}
+    positive = {"model.image_size": m.image_size, "model.max_frames": m.max_frames,
+                "model.tokenizer.patch": m.tokenizer.patch, "model.tokenizer.code_dim": m.tokenizer.code_dim}
+    positive.update({f"model.lam.{k}": m.lam[k] for k in ("patch", "code_dim")} if name == "lam" else {})
+    for n in nets[name]:
+        positive.update({f"model.{name}.{n}.{k}": m[name][n][k] for k in ("dim", "depth", "heads")})
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{key}={value}: must be at least 1")
+    counts = {"model.tokenizer.codebook_size": m.tokenizer.codebook_size, "model.lam.num_actions": m.lam.num_actions}
+    for key, value in counts.items():
+        if value < 2:
+            raise ValueError(f"{key}={value}: needs at least 2 codes")
+    patch = m.lam.patch if name == "lam" else m.tokenizer.patch
+    if m.image_size % patch:
+        raise ValueError(f"model.image_size={m.image_size} is not a multiple of model.{'lam' if name == 'lam' else 'tokenizer'}"
+                         f".patch={patch}")
+    for n in nets[name]:
+        net = m[name][n]
+        if net.dim % net.heads:
+            raise ValueError(f"model.{name}.{n}.dim={net.dim} is not divisible by model.{name}.{n}.heads={net.heads}")
+
+
 def build_part(name: str, model_cfg):
     """Build one part from a ModelConfig (works on the meta device for parameter counting)."""
     m = model_cfg
+    if name not in PARTS:
+        raise ValueError(f"unknown part {name!r}; expected one of {PARTS}")
+    check_sizes(name, m)
     if name == "tokenizer":
         return VideoTokenizer(m.tokenizer, m.image_size, m.max_frames)
     if name == "lam":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robo_genie import distributed
+
 
 class ActionCounts(nn.Module):
     """How often each latent action occurred in the training batches (a buffer, so checkpoints and
@@ -18,7 +20,8 @@ class ActionCounts(nn.Module):
 
     def count(self, actions: torch.Tensor) -> None:
         if self.training and not actions.is_floating_point():
-            self.action_counts += torch.bincount(actions.flatten(), minlength=len(self.action_counts))
+            counts = torch.bincount(actions.flatten(), minlength=len(self.action_counts))
+            self.action_counts += distributed.all_reduce_sum_(counts)      # the global batch's
 
     def _fill_missing(self, state_dict, prefix, *args) -> None:
         state_dict.setdefault(prefix + "action_counts", torch.zeros_like(self.action_counts))

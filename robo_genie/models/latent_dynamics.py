@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robo_genie import distributed
 from robo_genie.config import DynamicsConfig
 from robo_genie.models.action_counts import ActionCounts
 from robo_genie.models.quantizer import nearest_code
@@ -46,6 +47,14 @@ class LatentDynamics(ActionCounts):
                              "when training)")
         # a LAM code is an index; a recorded action a vector of real commands
         self.action_emb = nn.Linear(cfg.action_dim, d) if self.recorded else nn.Embedding(num_actions, d)
+        if self.recorded:
+            # Commands come in metres and radians (a 2-cm move is 0.02): standardised per field with
+            # the training data's statistics, else the action is a whisper next to the frame's
+            # features and the model learns to ignore it (ΔtPSNR 0.004 dB on the demo, 2026-12-01).
+            self.register_buffer("action_moments", torch.zeros(3, cfg.action_dim, dtype=torch.float64))
+            # bundles trained before the moments existed load with none: their actions pass unscaled
+            self._register_load_state_dict_pre_hook(
+                lambda sd, prefix, *a: sd.setdefault(prefix + "action_moments", torch.zeros_like(self.action_moments)))
         self.net = STTransformer(d, cfg.net.depth, cfg.net.heads, num_spatial, max_frames, cfg.net.mlp_ratio)
         # The prediction is a per-position blend of the 3x3 neighbours' vectors (a move by up to a
         # patch) plus a correction; it starts as the identity blend and no correction (a copy).
@@ -71,11 +80,27 @@ class LatentDynamics(ActionCounts):
         patches = F.unfold(padded, 3)                               # [B*T, C*9, S]
         return patches.reshape(b, t, c, 9, s).permute(0, 1, 4, 3, 2)
 
+    def _standardise(self, actions: torch.Tensor) -> torch.Tensor:
+        """Recorded actions -> zero mean, unit spread per field, by the statistics seen in training
+        (count, sum, sum of squares; accumulated while training, frozen in the bundle)."""
+        if self.training:
+            flat = actions.detach().reshape(-1, actions.shape[-1]).double()
+            moments = torch.stack([torch.full_like(flat[0], len(flat)), flat.sum(0), flat.pow(2).sum(0)])
+            self.action_moments += distributed.all_reduce_sum_(moments)      # the global batch's
+        n, s, sq = self.action_moments.clamp_min(0)
+        n = n.clamp_min(1)
+        mean = s / n
+        std = (sq / n - mean.pow(2)).clamp_min(0).sqrt()
+        std = torch.where(std > 1e-6, std, torch.ones_like(std))       # constant fields pass through, centred
+        return ((actions - mean.to(actions)) / std.to(actions))
+
     def predict(self, vectors: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Code vectors of frames 1..T [B, T, S, code_dim] and actions [B, T] (a_t leads out of
         frame t; [B, T, action_dim] floats with recorded actions) -> predicted code vectors of
         frames 2..T+1 (unsnapped). Causal: prediction t sees frames and actions <= t."""
         near = self._neighbours(vectors)
+        if self.recorded:
+            actions = self._standardise(actions)
         x = self.code_in(near.flatten(-2)) + self.action_emb(actions)[:, :, None]
         h = self.net(x)
         kernel = self.kernel_out(h).float().softmax(-1)

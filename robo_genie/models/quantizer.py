@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robo_genie import distributed
+
 
 @torch.no_grad()
 def nearest_code(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -53,7 +55,8 @@ class Quantizer(nn.Module):
         shape = z.shape[:-1]
         flat = z.float().reshape(-1, z.shape[-1])
         if self.training and not bool(self.initialised):
-            self._kmeans_init(flat.detach())
+            # on the global batch: every rank starts from the codebook one process would
+            self._kmeans_init(distributed.all_gather_cat(flat.detach()))
         idx = self.nearest(flat)
         q = self.codes[idx]
         if not self.training:
@@ -62,6 +65,12 @@ class Quantizer(nn.Module):
         self._ema_update(flat.detach(), idx)
         q = rotate_to(flat, q)
         return q.reshape(z.shape).to(z.dtype), idx.reshape(shape), commit
+
+    def initialise(self, vectors: torch.Tensor, restarts: int = 1, batch_vectors: int | None = None) -> None:
+        """k-means on a sample chosen by the caller (e.g. many batches' worth), before the first
+        quantised batch; with `restarts`, the tightest of that many runs. The usage statistics are
+        scaled to `batch_vectors` per step, as the EMA updates count them."""
+        self._kmeans_init(vectors.detach().float(), restarts, (batch_vectors or len(vectors)) / len(vectors))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Bundles and checkpoints written while this wrapped vector-quantize-pytorch keep loading.
@@ -87,21 +96,33 @@ class Quantizer(nn.Module):
 
     # -- codebook learning ------------------------------------------------------------------
     def _batch_stats(self, flat: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """How many vectors each code was assigned, and their sum."""
+        """How many vectors each code was assigned, and their sum, over the global batch (summed over
+        data-parallel ranks, so every rank's codebook takes the same step)."""
         counts = torch.bincount(idx, minlength=self.codebook_size).float()
-        return counts, torch.zeros_like(self.sums).index_add_(0, idx, flat)
+        sums = torch.zeros_like(self.sums).index_add_(0, idx, flat)
+        return distributed.all_reduce_sum_(counts), distributed.all_reduce_sum_(sums)
 
     # The codebook updates stay eager under torch.compile: they change buffers in place and
     # restart a data-dependent number of codes.
     @torch.compiler.disable
     @torch.no_grad()
-    def _kmeans_init(self, flat: torch.Tensor) -> None:
-        """Lloyd's k-means from codes drawn out of the batch; a code left without vectors keeps
-        zero usage and is restarted on the first update."""
-        means = _sample(flat, self.codebook_size)
-        for _ in range(self.kmeans_iters):
-            counts, sums = self._batch_stats(flat, self.nearest(flat, means))
-            means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], means)
+    def _kmeans_init(self, flat: torch.Tensor, restarts: int = 1, count_scale: float = 1.0) -> None:
+        """Lloyd's k-means from codes drawn out of the (global) batch; a code left without vectors
+        keeps zero usage and is restarted on the first update. With restarts > 1 the run with the
+        smallest within-cluster squared distance is kept."""
+        best = None
+        for _ in range(restarts):
+            means = _sample(flat, self.codebook_size)
+            for _ in range(self.kmeans_iters):
+                idx = self.nearest(flat, means)
+                counts = torch.bincount(idx, minlength=self.codebook_size).float()
+                sums = torch.zeros_like(self.sums).index_add_(0, idx, flat)
+                means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], means)
+            inertia = float((flat - means[self.nearest(flat, means)]).pow(2).sum()) if restarts > 1 else 0.0
+            if best is None or inertia < best[0]:
+                best = (inertia, means, counts)
+        _, means, counts = best
+        counts = counts * count_scale
         self.usage.copy_(counts)
         self.sums.copy_(means * counts[:, None])
         self._refresh_codes()
@@ -116,6 +137,7 @@ class Quantizer(nn.Module):
         self._refresh_codes()
         self._restart_dead_codes(flat)
 
+
     def _refresh_codes(self) -> None:
         # codes = sums / usage, with usage Laplace-smoothed so that an unused code does not divide by 0.
         total = self.usage.sum()
@@ -126,6 +148,7 @@ class Quantizer(nn.Module):
         dead = (self.usage < self.dead_code_threshold).nonzero().squeeze(1)
         if dead.numel() == 0:
             return
+        flat = distributed.all_gather_cat(flat)   # re-seeded from the global batch, alike on every rank
         if dead.numel() > flat.shape[0]:          # more dead codes than vectors: the rest wait a step
             dead = dead[torch.randperm(dead.numel(), device=dead.device)[:flat.shape[0]]]
         seeds = _sample(flat, dead.numel())

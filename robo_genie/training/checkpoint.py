@@ -17,6 +17,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from robo_genie import distributed
+from robo_genie.safe_write import writing
+
+SHARDED = "sharded"       # the torch.distributed.checkpoint folder of a checkpoint written under torchrun
+
 
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
@@ -46,26 +51,48 @@ def fsync_path(path: Path) -> None:
 
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     keep: int = 2) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    """One process: model.safetensors + state.pt (optimizer, step, RNG). Under torchrun: every rank
+    writes its shards through torch.distributed.checkpoint into `sharded/` (resumable with another
+    number of processes, or in one), and rank 0 writes state.pt (step, RNG) and moves the pointer."""
+    sharded = distributed.active()
     final = folder / f"step_{step:07d}"
     tmp = folder / f"step_{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(state_dict_for_save(model), str(tmp / "model.safetensors"))
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
-    for f in (tmp / "model.safetensors", tmp / "state.pt", tmp):
-        fsync_path(f)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    fsync_path(folder)                                  # the checkpoint's name is on disk before the pointer
     pointer = folder / "latest.json"
-    pointer.with_suffix(".tmp").write_text(json.dumps({"step": step, "dir": final.name}))
-    fsync_path(pointer.with_suffix(".tmp"))
-    os.replace(pointer.with_suffix(".tmp"), pointer)
-    fsync_path(folder)
-    for old in sorted(folder.glob("step_*"))[:-keep]:   # zero-padded names sort by step
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
+    previous = latest_checkpoint(folder)
+    intact = (f"The previous checkpoint {previous} is intact: free space and rerun the same command to resume "
+              f"from it" if previous else "No earlier checkpoint exists")
+    with writing("checkpoint", final, intact, (tmp, pointer.with_suffix(".tmp"))):
+        if distributed.is_main():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        distributed.barrier()
+        state = {"step": step, "rng": _rng_state(), "world_size": distributed.world_size()}
+        if sharded:
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_state_dict
+            model_state, optim_state = get_state_dict(model, optimizer)
+            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / SHARDED))
+        else:
+            save_file(state_dict_for_save(model), str(tmp / "model.safetensors"))
+            state["optimizer"] = optimizer.state_dict()
+        distributed.barrier()
+        if distributed.is_main():
+            torch.save(state, tmp / "state.pt")
+            for f in [*sorted(p for p in tmp.rglob("*") if p.is_file()), *sorted(p for p in tmp.rglob("*") if p.is_dir()),
+                      tmp]:
+                fsync_path(f)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            fsync_path(folder)                          # the checkpoint's name is on disk before the pointer
+            pointer.with_suffix(".tmp").write_text(json.dumps({"step": step, "dir": final.name}))
+            fsync_path(pointer.with_suffix(".tmp"))
+            os.replace(pointer.with_suffix(".tmp"), pointer)
+            fsync_path(folder)
+            for old in sorted(folder.glob("step_*"))[:-keep]:   # zero-padded names sort by step
+                if old != final:
+                    shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier()
     return final
 
 
@@ -77,9 +104,21 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore model, optimizer and RNG; return the step to continue from."""
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device="cpu"))
+    """Restore model, optimizer and RNG; return the step to continue from. A sharded checkpoint
+    loads into any number of processes (torch.distributed.checkpoint reshards), one included."""
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    if (path / SHARDED).is_dir():
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        model_state, optim_state = get_state_dict(model, optimizer)
+        both = {"model": model_state, "optim": optim_state}
+        dcp.load(both, checkpoint_id=str(path / SHARDED))
+        set_state_dict(model, optimizer, model_state_dict=both["model"], optim_state_dict=both["optim"])
+    elif distributed.active():
+        raise ValueError(f"{path} was written by a single process; resume it with a single process (it then "
+                         f"continues in the sharded format under torchrun from its next checkpoint)")
+    else:
+        model.load_state_dict(load_file(str(path / "model.safetensors"), device="cpu"))
+        optimizer.load_state_dict(state["optimizer"])
     _set_rng_state(state["rng"])
     return int(state["step"])

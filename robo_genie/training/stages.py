@@ -15,13 +15,15 @@ import torch
 from omegaconf import DictConfig
 
 from robo_genie import bundle as bundle_io
+from robo_genie import distributed
 from robo_genie.config import StageTrainConfig
 from robo_genie.datasets.loader import is_mixture
 from robo_genie.datasets.pretokenize import check_token_shards
 from robo_genie.datasets.pretokenize import pretokenize as pretokenize_shards
 from robo_genie.datasets.shards import FrameShards, ShardError
 from robo_genie.models import PARTS, build_part
-from robo_genie.training.loop import dynamics_step_fn, pixel_step, train
+from robo_genie.training.loop import dynamics_inputs_fn, dynamics_step_fn, pixel_step, train
+from robo_genie.training.pictures import dynamics_picture_fn, tokenizer_picture
 
 STAGE_ORDER = PARTS
 
@@ -68,9 +70,10 @@ def _dynamics_data(data_path: str, run_dir: Path, tok_bundle: Path, lam_bundle: 
         check_token_shards(out, tok_bundle)
     except ShardError:
         done = False
-    if not done:      # absent, interrupted, or made with other weights: (re)write it
+    if not done and distributed.is_main():      # absent, interrupted, or made with other weights: (re)write it
         shutil.rmtree(out, ignore_errors=True)
         pretokenize_shards(data_path, tok_bundle, out, device=device, progress=progress)
+    distributed.barrier()                       # the other ranks read what rank 0 wrote
     return str(out)
 
 
@@ -90,6 +93,20 @@ def _recorded_action_dim(data_path: str) -> int:
     from robo_genie.datasets.loader import open_clips
     clips = open_clips(data_path, 1, require=("actions",))
     return int(clips[0]["actions"].shape[-1])
+
+
+def unsharded(model: torch.nn.Module, part: str, model_cfg: DictConfig) -> torch.nn.Module | None:
+    """A trained part as one plain module: itself in one process; under FSDP its full state gathered
+    into a fresh copy on rank 0 (every rank takes part in the gather; the others get None)."""
+    if not distributed.active():
+        return model
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not distributed.is_main():
+        return None
+    plain = build_part(part, model_cfg)
+    plain.load_state_dict(state)
+    return plain.eval()
 
 
 def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dict[str, StageTrainConfig],
@@ -122,24 +139,28 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
             if hasattr(model, "set_codebook"):      # latent dynamics: the codes are its state space
                 model.set_codebook(tokenizer.quantizer.codebook)
             step_fn = dynamics_step_fn(tokenizer, lam, lam_window=lam_info["clip_len"], recorded=recorded)
+            picture = dynamics_picture_fn(tokenizer, dynamics_inputs_fn(tokenizer, lam, lam_info["clip_len"], recorded))
             # recorded actions are read with the frames: no token shards
             part_data = _dynamics_data(data_path, run_dir, tok_bundle, lam_bundle, pretokenize and not recorded,
                                        device, progress)
         else:
-            step_fn = pixel_step
+            step_fn, picture = pixel_step, tokenizer_picture if part == "tokenizer" else None
         result = train(model, step_fn, cfg, part_data, run_dir, name=part, device=device, seed=seed,
                        progress=progress, num_workers=num_workers, halt_at_step=halt_at_step,
-                       require=("actions",) if part == "dynamics" and recorded else ())
+                       require=("actions",) if part == "dynamics" and recorded else (), picture=picture)
         if not result.finished:
             print(f"[{part}] halted at step {result.step}; rerun the same command to continue.")
             return results
         info = {"steps": result.step, "clip_len": cfg.clip_len, "data": str(part_data), "seconds": round(result.seconds, 1),
                 "final_metrics": result.last_metrics, "init_from": init_from,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        bundle_io.save_part(run_bundle, part, result.model, model_cfg, info)
-        if part == "dynamics":     # frozen parts taken from init_from join this run's bundle: it plays alone
-            for name, (frozen_model, frozen_info, source) in frozen.items():
-                if source != run_bundle:
-                    bundle_io.save_part(run_bundle, name, frozen_model, model_cfg, frozen_info)
+        trained = unsharded(result.model, part, model_cfg)     # the whole model, on rank 0 (or alone)
+        if distributed.is_main():
+            bundle_io.save_part(run_bundle, part, trained, model_cfg, info)
+            if part == "dynamics":     # frozen parts taken from init_from join this run's bundle: it plays alone
+                for name, (frozen_model, frozen_info, source) in frozen.items():
+                    if source != run_bundle:
+                        bundle_io.save_part(run_bundle, name, frozen_model, model_cfg, frozen_info)
+        distributed.barrier()      # the next stage reads this one from the bundle, on every rank
         results[part] = info
     return results
