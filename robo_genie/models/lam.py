@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robo_genie import distributed
 from robo_genie.config import LAMConfig
 from robo_genie.models.quantizer import Quantizer, codebook_stats
 from robo_genie.models.st_transformer import STTransformer
@@ -42,10 +41,6 @@ def local_resample(frames: torch.Tensor, kernels: torch.Tensor, k: int, patch: i
     return sum(ky[..., i:i + 1] * x[:, :, i:i + h] for i in range(k))
 
 
-INIT_SAMPLE = 512        # continuous actions kept from the warm-up for the codebook's k-means
-INIT_RESTARTS = 8        # k-means runs from different random starts; the tightest clustering is kept
-
-
 class LatentActionModel(nn.Module):
     def __init__(self, cfg: LAMConfig, image_size: int, max_frames: int):
         super().__init__()
@@ -71,11 +66,6 @@ class LatentActionModel(nn.Module):
         # Training forwards so far (a buffer, so it is checkpointed): the first
         # cfg.continuous_warmup_steps bypass the quantiser, see forward().
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
-        # The continuous actions of the warm-up's last steps: the codebook's k-means runs on these
-        # (hundreds of vectors), not on the first quantised batch alone (24 vectors for 8 codes).
-        self.register_buffer("warmup_actions", torch.zeros(INIT_SAMPLE, cfg.code_dim))
-        self.register_buffer("warmup_seen", torch.zeros((), dtype=torch.long))
-        self._register_load_state_dict_pre_hook(self._fill_missing)
         self.dec_in = nn.Linear(patch_dim, dec.dim)
         self.action_in = nn.Linear(cfg.code_dim, dec.dim)
         self.decoder = STTransformer(dec.dim, dec.depth, dec.heads, n, max_frames, dec.mlp_ratio)
@@ -106,19 +96,6 @@ class LatentActionModel(nn.Module):
         weights = torch.softmax(self.pool_key(h).float(), dim=2).to(h.dtype)   # [B, T-1, S, 1]
         return self.to_action((weights * h).sum(dim=2))
 
-    @torch.no_grad()
-    def _remember(self, z: torch.Tensor) -> None:
-        """Keep the latest INIT_SAMPLE continuous actions (a ring buffer)."""
-        z = z[-INIT_SAMPLE:]
-        slots = (int(self.warmup_seen) + torch.arange(len(z), device=z.device)) % INIT_SAMPLE
-        self.warmup_actions[slots] = z.float()
-        self.warmup_seen += len(z)
-
-    def _fill_missing(self, state_dict, prefix, *args) -> None:
-        # bundles and checkpoints written before the warm-up sample existed
-        state_dict.setdefault(prefix + "warmup_actions", torch.zeros_like(self.warmup_actions))
-        state_dict.setdefault(prefix + "warmup_seen", torch.zeros_like(self.warmup_seen))
-
     def infer_actions(self, video: torch.Tensor) -> torch.Tensor:
         """Video [B, T, H, W, 3] -> action codes [B, T-1] in [0, |A|)."""
         _, idx, _ = self.quantizer(self.encode_continuous(video))
@@ -144,14 +121,7 @@ class LatentActionModel(nn.Module):
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         z = self.encode_continuous(video)
-        warming_up = self.training and int(self.train_steps) < self.cfg.continuous_warmup_steps
-        if warming_up:
-            self._remember(z.detach().reshape(-1, z.shape[-1]))
-        elif self.training and not bool(self.quantizer.initialised) and int(self.warmup_seen) > 0:
-            seen = min(int(self.warmup_seen), INIT_SAMPLE)
-            sample = distributed.all_gather_cat(self.warmup_actions[:seen])
-            self.quantizer.initialise(sample, INIT_RESTARTS, batch_vectors=z.shape[0] * z.shape[1] * distributed.world_size())
-        if warming_up:
+        if self.training and int(self.train_steps) < self.cfg.continuous_warmup_steps:
             # Continuous warm-up: the encoder and decoder first agree on what to transmit (the
             # motion) through an unquantised channel; the codebook is then k-means-initialised
             # on those motion features. Quantising from step 0 collapses every action to one code.

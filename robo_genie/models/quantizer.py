@@ -66,12 +66,6 @@ class Quantizer(nn.Module):
         q = rotate_to(flat, q)
         return q.reshape(z.shape).to(z.dtype), idx.reshape(shape), commit
 
-    def initialise(self, vectors: torch.Tensor, restarts: int = 1, batch_vectors: int | None = None) -> None:
-        """k-means on a sample chosen by the caller (e.g. many batches' worth), before the first
-        quantised batch; with `restarts`, the tightest of that many runs. The usage statistics are
-        scaled to `batch_vectors` per step, as the EMA updates count them."""
-        self._kmeans_init(vectors.detach().float(), restarts, (batch_vectors or len(vectors)) / len(vectors))
-
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Bundles and checkpoints written while this wrapped vector-quantize-pytorch keep loading.
         for old, new in (("initted", "initialised"), ("embed", "codes"), ("cluster_size", "usage"),
@@ -106,23 +100,15 @@ class Quantizer(nn.Module):
     # restart a data-dependent number of codes.
     @torch.compiler.disable
     @torch.no_grad()
-    def _kmeans_init(self, flat: torch.Tensor, restarts: int = 1, count_scale: float = 1.0) -> None:
+    def _kmeans_init(self, flat: torch.Tensor) -> None:
         """Lloyd's k-means from codes drawn out of the (global) batch; a code left without vectors
-        keeps zero usage and is restarted on the first update. With restarts > 1 the run with the
-        smallest within-cluster squared distance is kept."""
-        best = None
-        for _ in range(restarts):
-            means = _sample(flat, self.codebook_size)
-            for _ in range(self.kmeans_iters):
-                idx = self.nearest(flat, means)
-                counts = torch.bincount(idx, minlength=self.codebook_size).float()
-                sums = torch.zeros_like(self.sums).index_add_(0, idx, flat)
-                means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], means)
-            inertia = float((flat - means[self.nearest(flat, means)]).pow(2).sum()) if restarts > 1 else 0.0
-            if best is None or inertia < best[0]:
-                best = (inertia, means, counts)
-        _, means, counts = best
-        counts = counts * count_scale
+        keeps zero usage and is restarted on the first update."""
+        means = _sample(flat, self.codebook_size)
+        for _ in range(self.kmeans_iters):
+            idx = self.nearest(flat, means)
+            counts = torch.bincount(idx, minlength=self.codebook_size).float()
+            sums = torch.zeros_like(self.sums).index_add_(0, idx, flat)
+            means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], means)
         self.usage.copy_(counts)
         self.sums.copy_(means * counts[:, None])
         self._refresh_codes()
@@ -136,7 +122,6 @@ class Quantizer(nn.Module):
         self.sums.lerp_(sums, 1 - self.decay)
         self._refresh_codes()
         self._restart_dead_codes(flat)
-
 
     def _refresh_codes(self) -> None:
         # codes = sums / usage, with usage Laplace-smoothed so that an unused code does not divide by 0.
