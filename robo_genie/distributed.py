@@ -11,6 +11,7 @@ updates (EMA codebooks, action counts) are summed over ranks here, so every rank
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -42,6 +43,8 @@ def init_from_env(device: torch.device):
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if dist.get_rank() != 0:          # one voice: rank 0 reports; errors still reach stderr
+            sys.stdout = open(os.devnull, "w")
     return init_device_mesh(device.type, (dist.get_world_size(),))
 
 

@@ -158,3 +158,50 @@ def test_play_page_in_a_real_browser(server, session, tmp_path):
         assert (tmp_path / "play.png").stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_the_server_refuses_bad_requests_and_keeps_serving(server, session):
+    """A bounded burst of malformed requests: each is refused with a 4xx, none takes the server down."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def request(path, body=None, content_type=None, method="POST"):
+        req = urllib.request.Request(server + path.lstrip("/"), data=body, method=method,
+                                     headers={"Content-Type": content_type} if content_type else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def upload(payload: bytes, name="x.png"):
+        boundary = "robogenie"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+        return request("/api/upload", body, f"multipart/form-data; boundary={boundary}")
+
+    bomb = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(bomb, format="PNG")            # 48 megapixels in a small file
+    pdf = b"%PDF-1.4 not an image"
+    bad = [
+        lambda: request("/api/step", b"{not json", "application/json"),
+        lambda: request("/api/step", json.dumps({"action": "left"}).encode(), "application/json"),
+        lambda: request("/api/step", json.dumps({"action": 10**9}).encode(), "application/json"),
+        lambda: request("/api/step", json.dumps({"action": -1}).encode(), "application/json"),
+        lambda: request("/api/settings", json.dumps({"maskgit_steps": 3}).encode(), "application/json"),
+        lambda: request("/api/reset/999"),
+        lambda: request("/api/prompt/-5.png", method="GET"),
+        lambda: request("/api/preview/77.gif", method="GET"),
+        lambda: request("/api/rollout.exe", method="GET"),
+        lambda: request("/api/upload", b"garbage", "multipart/form-data; boundary=zzz"),
+        lambda: upload(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8),
+        lambda: upload(pdf, "x.pdf"),
+        lambda: upload(bomb.getvalue(), "bomb.png"),
+        lambda: upload(b"0" * (21 << 20), "huge.png"),
+    ]
+    for attempt in range(2):                     # the burst, twice
+        codes = [send() for send in bad]
+        assert all(400 <= c < 500 for c in codes), codes
+    assert request("/api/reset/0") == 200 and request("/api/step", b'{"action": 1}', "application/json") == 200
+    assert request("/api/info", method="GET") == 200

@@ -22,6 +22,9 @@ from pydantic import BaseModel
 from robo_genie.play_ui.session import PlaySession, Prompt, StepRecord, png_bytes
 
 PAGE = Path(__file__).with_name("page.html")
+MAX_UPLOAD_BYTES = 20 << 20                 # an uploaded prompt picture; the model sees 64 px of it
+MAX_PIXELS = 40_000_000                     # decoded size: refuses decompression bombs
+IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
 
 
 class StepRequest(BaseModel):
@@ -83,12 +86,19 @@ def create_app(session: PlaySession) -> FastAPI:
 
     @app.post("/api/upload")
     def upload(file: UploadFile = File(...)) -> dict:
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"{file.filename}: over {MAX_UPLOAD_BYTES >> 20} MiB; upload a smaller picture")
         try:
-            with Image.open(io.BytesIO(file.file.read())) as img:
+            with Image.open(io.BytesIO(data)) as img:
+                if img.format not in IMAGE_FORMATS:
+                    raise ValueError(f"a {img.format} file")
+                if img.width * img.height > MAX_PIXELS:
+                    raise ValueError(f"{img.width}x{img.height} pixels, over {MAX_PIXELS // 10**6} megapixels")
                 image = np.asarray(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as e:
-            raise refuse(ValueError(f"{file.filename}: not an image this page can read ({e}); "
-                                    f"upload a PNG or JPEG")) from e
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise refuse(ValueError(f"{file.filename}: not an image this page takes ({e}); upload a PNG, JPEG, "
+                                    f"WebP or BMP picture")) from e
         return state(session.reset(image))
 
     @app.post("/api/step")
