@@ -337,6 +337,7 @@ class BenchJob:
     device: str = "auto"              # train
     warmup_steps: int = 3             # train: untimed steps first (compilation happens here)
     timed_steps: int = 10             # train
+    peak_tflops: float | None = None  # train: the device's dense peak for MFU (known GPUs are looked up)
 
 
 @dataclass

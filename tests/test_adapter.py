@@ -136,6 +136,8 @@ def test_adapter_cli_fits_and_evaluates_end_to_end(micro_run, sim_shards, tmp_pa
     assert [row["labelled"] for row in r["offline_by_fraction"]["learned"]] == [0.5, 1.0]
     for name in ("closed_loop.gif", "report.html", "offline_by_fraction.png"):
         assert (ev / name).stat().st_size > 0
+    page = (ev / "report.html").read_text()
+    assert f"random commands {r['replay']['random_path_error'] * 100:.1f} cm" in page      # beside its reference
 
 
 def test_read_transitions_pairs_codes_features_and_actions(world, sim_shards):

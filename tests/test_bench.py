@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from robo_genie.cli import main
 
@@ -60,3 +61,16 @@ def test_bench_train_times_each_part_and_precision_on_its_own_token_grid(tmp_pat
 def test_bench_train_names_an_unknown_part(tmp_path):
     with pytest.raises(SystemExit, match="unknown \\['vae'\\]"):
         main(["bench", "train", "parts=vae", "device=cpu", f"out={tmp_path / 'x.json'}"])
+
+
+def test_training_step_flops_match_a_case_counted_by_hand():
+    """One ST block, d=8, 2 heads, 4 spatial positions, 3 frames, batch 1 (12 tokens), forward:
+    qkv 2*12*8*24 = 4608 and output 2*12*8*8 = 1536, each twice (spatial, temporal);
+    feed-forward 2*12*8*32 = 6144 twice; spatial attention 3 frames x 4*4^2*8 = 1536; temporal
+    attention 4 positions x 4*3^2*8 = 1152. Forward 27264 FLOPs; training (x3) 81792."""
+    from robo_genie.bench_train import training_step_flops
+    from robo_genie.models.st_transformer import STBlock
+    block = STBlock(8, 2, 4.0, causal=True)
+    flops = training_step_flops(block, lambda m, b: (m(b["x"]).sum(), {}), {"x": torch.randn(1, 3, 4, 8)})
+    assert flops["attention"] == 3 * (1536 + 1152)
+    assert flops["total"] == 81792

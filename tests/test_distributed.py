@@ -92,3 +92,30 @@ def test_parallelize_refuses_an_unknown_checkpointing_mode():
     from robo_genie.training.parallelize import parallelize
     with pytest.raises(ValueError, match="activation_checkpointing='some'"):
         parallelize(torch.nn.Linear(2, 2), None, torch.device("cpu"), "some")
+
+
+def test_sigterm_under_torchrun_checkpoints_every_rank_and_resumes(sim_shards, tmp_path):
+    """Pre-emption: torchrun passes SIGTERM to its workers; they finish the step together, write one
+    sharded checkpoint and stop; the same command resumes from it."""
+    import json
+    import signal
+    import time
+    run = tmp_path / "run"
+    args = _args(sim_shards, run, 2)
+    args = [a for a in args if not a.startswith("steps=")] + ["steps=100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                 "-m", "robo_genie.cli", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    pointer = run / "checkpoints" / "tokenizer" / "latest.json"
+    deadline = time.monotonic() + 300
+    while not pointer.is_file():                      # the first checkpoint (step 3): training is under way
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.stdout.read()
+        time.sleep(0.2)
+    launcher.send_signal(signal.SIGTERM)
+    log = launcher.communicate(timeout=300)[0]
+    stopped_at = json.loads(pointer.read_text())["step"]
+    assert 3 <= stopped_at < 100, log
+    assert (run / "checkpoints" / "tokenizer" / f"step_{stopped_at:07d}" / "sharded" / ".metadata").is_file()
+    resumed = _run(args, 2)
+    assert f"(step {stopped_at}/100)" in resumed

@@ -101,3 +101,34 @@ def test_workers_read_disjoint_slices_of_the_tfrecords(rt1, tmp_path):
     names = sorted(e["name"] for m in manifests for e in m["episodes"])
     assert names == [f"fractal20220817_data-train.tfrecord-00000-of-00001__{i}" for i in range(3)]
     assert len(open_clips(tmp_path / "out", 4)) == 3 * 2
+
+
+def test_fuzz_tfrecords_and_their_metadata(rt1, tmp_path_factory):
+    """Truncated, bit-flipped and garbage TFRecords and TFDS metadata: every case ends in a clean
+    ingest, a recorded skip or a one-line error (see tests/test_fuzz.py). Few cases: each one starts
+    a TensorFlow reader process."""
+    import shutil
+    from collections import Counter
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tests.test_fuzz import SETTINGS, _report, ingest_outcome, mutate, mutations
+    base = tmp_path_factory.mktemp("fuzz_rlds")
+    files = sorted(p.relative_to(rt1) for p in rt1.iterdir() if p.is_file())
+    outcomes, counter = Counter(), {"n": 0}
+
+    @settings(max_examples=10, **SETTINGS)
+    @given(target=st.sampled_from(files), mutation=mutations, on_error=st.sampled_from(["fail", "skip"]))
+    def case(target, mutation, on_error):
+        counter["n"] += 1
+        root = base / f"case_{counter['n']}" / "fractal20220817_data" / "0.1.0"
+        shutil.copytree(rt1, root)
+        (root / target).write_bytes(mutate((root / target).read_bytes(), mutation))
+        kind = "tfrecord" if ".tfrecord" in target.name else target.suffix
+        outcomes[f"{kind} {ingest_outcome(['source=rlds', f'path={root}', f'on_error={on_error}'], root.parents[1] / 'out', [target.name, str(root), 'episode', 'step'])}"] += 1
+        shutil.rmtree(root.parents[1])
+
+    case()
+    _report("RLDS", outcomes)
+    assert sum(outcomes.values()) == counter["n"] > 0

@@ -86,7 +86,7 @@ def _plot_fractions(table: dict, out: Path) -> None:
 
 def run_eval(cfg: DictConfig) -> dict:
     from robo_genie.adapter.closed_loop import reach_goals, replay
-    from robo_genie.eval.report import save_gif, tile, write_html
+    from robo_genie.eval.report import save_gif, tile, write_lab_report
 
     if not cfg.adapter or not cfg.data.path:
         raise ValueError("adapter eval needs adapter=ADAPTER_DIR and data.path=HELD_OUT_SHARDS")
@@ -139,14 +139,36 @@ def run_eval(cfg: DictConfig) -> dict:
         "kind": adapter.kind, "direction_cosine": off.get("direction_cosine"),
         **({"replay_path_error_m": result["replay"]["path_error"], "goal_success_rate": result["goal"]["success_rate"]}
            if result["replay"] else {})})
-    write_html(out / "report.html", "robo_genie adapter", {k: v for k, v in result.items()
-                                                          if k != "offline_by_fraction"},
+    write_lab_report(out / "report.html", "robo_genie adapter", lead, _rows(result),
                [("offline_by_fraction.png", "offline error over the labelled fraction, lookup vs learned")]
                + ([("closed_loop.gif", "left: MuJoCo under the adapter's commands; middle: the world model's "
-                    "predicted frame at the end of its plan; right: the goal")] if result["replay"] else []), lead=lead)
+                    "predicted frame at the end of its plan; right: the goal")] if result["replay"] else []),
+               {k: v for k, v in result.items() if k != "offline_by_fraction"})
     print(lead)
     print(f"-> {out / 'adapter_eval.json'}, {out / 'report.html'}")
     return result
+
+
+def _rows(result: dict) -> list[tuple[str, str, str, str]]:
+    """The adapter's figures, each beside its reference."""
+    off, rows = result["offline"], []
+    if "direction_cosine" in off:
+        rows.append(("translation-direction cosine", f"{off['direction_cosine']:.3f}", "0: unrelated; 1: always right",
+                     "predicted against true command direction, held-out transitions"))
+    if "gripper_accuracy" in off:
+        rows.append(("gripper open/closed agreement", f"{off['gripper_accuracy']:.3f}", "1: always right", ""))
+    rows.append(("inverse map: the code the LAM reads", f"{off['inverse_accuracy']:.3f}",
+                 f"chance {off['inverse_chance']:.3f} (the commonest code)", "a command and a frame to a latent code"))
+    if result["replay"]:
+        rep, goal = result["replay"], result["goal"]
+        rows.append(("replay: end-effector path error", f"{rep['path_error'] * 100:.1f} cm",
+                     f"random commands {rep['random_path_error'] * 100:.1f} cm; true commands "
+                     f"{rep['true_action_path_error'] * 100:.1f} cm", "the LAM's codes of a held-out episode, "
+                     "through the adapter, executed in MuJoCo"))
+        rows.append(("goal reaching: success", f"{goal['success_rate']:.2f}",
+                     f"random {goal['random_success_rate']:.2f}; MuJoCo oracle {goal['oracle_success_rate']:.2f}",
+                     "planning in the world model, executing through the adapter"))
+    return rows
 
 
 def run_adapter(cfg: DictConfig):
