@@ -205,3 +205,19 @@ def test_the_server_refuses_bad_requests_and_keeps_serving(server, session):
         assert all(400 <= c < 500 for c in codes), codes
     assert request("/api/reset/0") == 200 and request("/api/step", b'{"action": 1}', "application/json") == 200
     assert request("/api/info", method="GET") == 200
+
+
+def test_a_maskgit_bundle_shows_and_sets_its_steps(micro_run, sim_shards, tmp_path):
+    from robo_genie.training.jobs import run_train_job
+    from tests.conftest import train_job
+    run_train_job(train_job(tmp_path, sim_shards, "dynamics", f"init_from={micro_run / 'bundle'}",
+                            "model.dynamics.kind=maskgit"))
+    maskgit = build_session(compose("play", ["ui=true", f"bundle={tmp_path / 'bundle'}", "n_prompts=1",
+                                             "device=cpu"]))
+    assert maskgit.maskgit_steps == 4                      # the bundle's default (tests' micro config)
+    maskgit.set_maskgit_steps(2)
+    assert maskgit.maskgit_steps == 2 and maskgit.world.maskgit_steps == 2
+    maskgit.reset(maskgit.prompts[0].image)
+    assert maskgit.step(1)[0].shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="choose 1..64"):
+        maskgit.set_maskgit_steps(0)
