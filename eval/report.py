@@ -25,9 +25,10 @@ def tile(grid: np.ndarray, pad: int = 2, scale: int = 2) -> np.ndarray:
     return np.kron(out, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else out
 
 
-def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 4) -> None:
+def save_gif(frames: list[np.ndarray], path, fps: int = 4) -> None:
+    """A looping GIF to a path or an open binary file."""
     imgs = [Image.fromarray(f) for f in frames]
-    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+    imgs[0].save(path, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
 
 
 @torch.no_grad()
@@ -60,25 +61,6 @@ def consistency_pictures(videos: np.ndarray, names: list[str], out: Path, still_
     Image.fromarray(tile(still, scale=1)).save(out / "grid.png")
     save_gif([tile(videos[:, :, k]) for k in range(length + 1)], out / "grid.gif")
     (out / "grid_rows.txt").write_text("\n".join(names) + "\n")
-
-
-def write_html(path: str | Path, title: str, report: dict, images: list[tuple[str, str]],
-               lead: str = "") -> None:
-    """A self-contained page: a lead line, the numbers as a table, then the pictures (paths
-    relative to it)."""
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
-                   for k, v in _flatten(report).items())
-    figs = "".join(f"<figure><img src='{html.escape(src)}'><figcaption>{html.escape(cap)}</figcaption></figure>"
-                   for src, cap in images)
-    write_text_atomic(path,
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}td{padding:2px 12px}"
-        "img{image-rendering:pixelated;max-width:100%}figure{margin:1.5em 0}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>"
-        + (f"<p><b>{html.escape(lead)}</b></p>" if lead else "")
-        + f"<table>{rows}</table>{figs}"
-        f"<details><summary>report.json</summary><pre>{html.escape(json.dumps(report, indent=1))}</pre>"
-        "</details></body></html>", "report")
 
 
 def write_lab_report(path: str | Path, title: str, lead: str, rows: list[tuple[str, str, str, str]],
@@ -143,17 +125,3 @@ def controllability_rows(dyn: dict, ceiling: float | None = None) -> list[tuple[
          f"{dyn['inferred_minus_copy']:+.2f} dB: above zero, the rollouts move the scene the right way, "
          f"not only away from random"),
     ]
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        elif not isinstance(v, list):
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

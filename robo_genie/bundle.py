@@ -148,15 +148,10 @@ EVALUATIONS = "evaluations.json"
 def record_evaluation(path: str | Path, what: str, report: str | Path, headline: dict[str, Any]) -> None:
     """Note an evaluation's headline figures in the bundle (`evaluations.json`, latest per kind), so that
     `robo-genie info` can show them. The part files and their digests are untouched."""
-    path = Path(path)
-    file = path / EVALUATIONS
-    try:
-        evaluations = json.loads(file.read_text()) if file.is_file() else {}
-    except json.JSONDecodeError:
-        evaluations = {}                    # a damaged note is replaced, never fatal to an eval
+    evaluations = read_evaluations(path)
     evaluations[what] = {"report": str(Path(report).resolve()), "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                          **headline}
-    write_text_atomic(file, json.dumps(evaluations, indent=1), "evaluation record")
+    write_text_atomic(Path(path) / EVALUATIONS, json.dumps(evaluations, indent=1), "evaluation record")
 
 
 def read_evaluations(path: str | Path) -> dict:
@@ -164,7 +159,7 @@ def read_evaluations(path: str | Path) -> dict:
     try:
         return json.loads(file.read_text()) if file.is_file() else {}
     except json.JSONDecodeError:
-        return {}
+        return {}                           # a damaged note is replaced, never fatal to an eval
 
 
 def file_sha256(file: Path, h=None) -> str:

@@ -53,13 +53,17 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _scalar(value: float) -> torch.Tensor:
+    """A one-element tensor where the backend can reduce it (NCCL: on the GPU)."""
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    return t.cuda() if dist.get_backend() == "nccl" else t
+
+
 def any_rank(flag: bool) -> bool:
     """Whether `flag` holds on any rank (so that every rank takes the same branch: a stop, a skip)."""
     if not active():
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
+    t = _scalar(flag)
     dist.all_reduce(t)
     return bool(t.item() > 0)
 
@@ -83,9 +87,7 @@ def mean(value: float) -> float:
     """The mean of a scalar over ranks (for logging: the global batch's loss)."""
     if not active():
         return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
+    t = _scalar(value)
     dist.all_reduce(t)
     return float(t.item()) / world_size()
 
@@ -95,8 +97,7 @@ def check_replicated(module: torch.nn.Module) -> None:
     if not active():
         return
     for name, b in module.named_buffers():
-        mine = b.detach().double().sum().reshape(1)
-        mine = mine.cuda() if dist.get_backend() == "nccl" else mine.cpu()
+        mine = _scalar(b.detach().double().sum())
         everyone = [torch.empty_like(mine) for _ in range(world_size())]
         dist.all_gather(everyone, mine)
         if not all(torch.allclose(e, everyone[0], rtol=1e-6, atol=1e-6) for e in everyone):

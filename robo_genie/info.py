@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -35,15 +36,8 @@ def describe(path: str | Path) -> dict:
 def _parameters(file: Path) -> int:
     """Parameter count from the safetensors header alone (no tensor is read)."""
     from safetensors import safe_open
-    n = 0
     with safe_open(str(file), framework="pt") as f:
-        for key in f.keys():
-            shape = f.get_slice(key).get_shape()
-            count = 1
-            for d in shape:
-                count *= d
-            n += count
-    return n
+        return sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
 
 
 def format_text(d: dict) -> str:

@@ -15,7 +15,7 @@ from robo_genie.adapter.jobs import fit, offline_metrics
 from robo_genie.adapter.policy import cem
 from robo_genie.adapter.transitions import Transitions, read_transitions
 from robo_genie.cli import main
-from robo_genie.datasets.shards import ShardError, ShardWriter
+from robo_genie.datasets.shards import ShardWriter
 from robo_genie.play import World
 from robo_genie.sim.tabletop import TabletopSim
 from robo_genie.sim.teleop import ArmSim

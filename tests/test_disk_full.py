@@ -86,12 +86,12 @@ def test_bundle_part_write_on_a_full_disk_leaves_the_bundle_loadable(micro_run, 
 def test_report_write_on_a_full_disk_keeps_the_previous_report(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from robo_genie.eval.report import write_html
+    from robo_genie.eval.report import write_lab_report
     page = tmp_path / "report.html"
-    write_html(page, "first", {"a": 1.0}, [])
+    write_lab_report(page, "first", "", [], [], {"a": 1.0})
     monkeypatch.setattr(Path, "write_text", _full_disk_after(0, Path.write_text))
     with pytest.raises(WriteError, match="report .*report.html was not written: no space left"):
-        write_html(page, "second", {"a": 2.0}, [])
+        write_lab_report(page, "second", "", [], [], {"a": 2.0})
     monkeypatch.undo()
     assert "first" in page.read_text() and not (tmp_path / "report.html.tmp").exists()
 

@@ -115,6 +115,8 @@ def test_play_page_in_a_real_browser(server, session, tmp_path):
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)          # a stuck browser fails the test instead of hanging CI
+    driver.set_script_timeout(60)
     wait = WebDriverWait(driver, 30)
     try:
         driver.get(server)

@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from robo_genie.cli import main
 from tests.conftest import MICRO, MICRO_TRAIN

@@ -34,9 +34,9 @@ class LeRobotSource:
             raise IngestError(f"{info_path}: not valid JSON ({e}); restore it from the dataset's source") from None
         try:
             self._read_metadata(info_path, camera)
+        except IngestError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-            if isinstance(e, IngestError):
-                raise
             raise IngestError(f"{info_path} (or the episode metadata beside it) is not LeRobot metadata this reader "
                               f"understands ({type(e).__name__}: {e}); restore it from the dataset's source") from None
 

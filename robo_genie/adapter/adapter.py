@@ -28,6 +28,7 @@ from torch import nn
 
 from robo_genie import bundle as bundle_io
 from robo_genie.adapter.transitions import Transitions, observation_features
+from robo_genie.safe_write import write_text_atomic, writing
 
 FORMAT = "robo_genie.adapter/1"
 KINDS = ("lookup", "learned")
@@ -206,6 +207,11 @@ class Adapter:
         return {"action": self.predict(np.array([int(code)]), self._features_if_used(observation), sample)[0],
                 "names": self.names}
 
+    def commands(self, observation: np.ndarray) -> np.ndarray:
+        """The command of every code from one observation, [|A|, n] (one encoder pass at most)."""
+        codes = np.arange(len(self.t["code_means"]))
+        return self.predict(codes, np.repeat(self._features_if_used(observation), len(codes), 0))
+
     def to_latent(self, action, observation: np.ndarray) -> int:
         return int(self.invert(np.asarray(action, np.float32)[None], self._features_if_used(observation))[0])
 
@@ -214,11 +220,10 @@ class Adapter:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / "adapter.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in self.t.items()}, str(tmp))
-        os.replace(tmp, out / "adapter.safetensors")
-        tmp = out / "adapter.json.tmp"
-        tmp.write_text(json.dumps(self.info, indent=1))
-        os.replace(tmp, out / "adapter.json")
+        with writing("adapter", out / "adapter.safetensors", "An earlier adapter there, if any, is unchanged", (tmp,)):
+            save_file({k: v.contiguous() for k, v in self.t.items()}, str(tmp))
+            os.replace(tmp, out / "adapter.safetensors")
+        write_text_atomic(out / "adapter.json", json.dumps(self.info, indent=1), "adapter description")
         return out
 
     @classmethod

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
@@ -50,8 +50,16 @@ def create_app(session: PlaySession) -> FastAPI:
                 "command": None if record is None else record.command,
                 "code_commands": session.code_commands()}
 
-    def refuse(e: Exception) -> HTTPException:
-        return HTTPException(status_code=400, detail=str(e))
+    # Whatever the session refuses (no prompt yet, nothing to undo, a bad action or setting) is a
+    # ValueError; one handler makes each a 400 with its message.
+    @app.exception_handler(ValueError)
+    def refused(_request, e: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=400)
+
+    def prompt(index: int) -> Prompt:
+        if not 0 <= index < len(session.prompts):
+            raise HTTPException(404, f"no prompt {index}")
+        return session.prompts[index]
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -68,9 +76,7 @@ def create_app(session: PlaySession) -> FastAPI:
 
     @app.get("/api/prompt/{index}.png")
     def prompt_image(index: int) -> Response:
-        if not 0 <= index < len(session.prompts):
-            raise HTTPException(404, f"no prompt {index}")
-        return Response(png_bytes(session.prompts[index].image), media_type="image/png")
+        return Response(png_bytes(prompt(index).image), media_type="image/png")
 
     @app.get("/api/preview/{code}.gif")
     def preview(code: int) -> Response:
@@ -80,9 +86,7 @@ def create_app(session: PlaySession) -> FastAPI:
 
     @app.post("/api/reset/{index}")
     def reset_to_prompt(index: int) -> dict:
-        if not 0 <= index < len(session.prompts):
-            raise HTTPException(404, f"no prompt {index}")
-        return state(session.reset(session.prompts[index].image))
+        return state(session.reset(prompt(index).image))
 
     @app.post("/api/upload")
     def upload(file: UploadFile = File(...)) -> dict:
@@ -97,51 +101,32 @@ def create_app(session: PlaySession) -> FastAPI:
                     raise ValueError(f"{img.width}x{img.height} pixels, over {MAX_PIXELS // 10**6} megapixels")
                 image = np.asarray(img.convert("RGB"))
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            raise refuse(ValueError(f"{file.filename}: not an image this page takes ({e}); upload a PNG, JPEG, "
-                                    f"WebP or BMP picture")) from e
+            raise ValueError(f"{file.filename}: not an image this page takes ({e}); upload a PNG, JPEG, "
+                             f"WebP or BMP picture") from e
         return state(session.reset(image))
 
     @app.post("/api/step")
     def step(req: StepRequest) -> dict:
-        if not 0 <= req.action < world.num_actions:
-            raise refuse(ValueError(f"action {req.action} is outside 0..{world.num_actions - 1}"))
-        try:
-            frame, record = session.step(req.action)
-        except ValueError as e:
-            raise refuse(e) from e
-        return state(frame, record)
+        return state(*session.step(req.action))
 
     @app.post("/api/restart")
     def restart() -> dict:
-        try:
-            return state(session.restart())
-        except ValueError as e:
-            raise refuse(e) from e
+        return state(session.restart())
 
     @app.post("/api/undo")
     def undo() -> dict:
-        try:
-            return state(session.undo())
-        except ValueError as e:
-            raise refuse(e) from e
+        return state(session.undo())
 
     @app.post("/api/settings")
     def settings(req: SettingsRequest) -> dict:
-        try:
-            session.set_maskgit_steps(req.maskgit_steps)
-        except ValueError as e:
-            raise refuse(e) from e
+        session.set_maskgit_steps(req.maskgit_steps)
         return {"maskgit_steps": session.maskgit_steps}
 
     @app.get("/api/rollout.{fmt}")
     def rollout(fmt: str) -> Response:
         if fmt not in ("gif", "mp4"):
             raise HTTPException(404, "rollouts download as .gif or .mp4")
-        try:
-            body = session.export(fmt)
-        except ValueError as e:
-            raise refuse(e) from e
-        return Response(body, media_type=f"{'image' if fmt == 'gif' else 'video'}/{fmt}",
+        return Response(session.export(fmt), media_type=f"{'image' if fmt == 'gif' else 'video'}/{fmt}",
                         headers={"Content-Disposition": f'attachment; filename="rollout.{fmt}"'})
 
     return app

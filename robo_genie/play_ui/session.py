@@ -17,6 +17,7 @@ from PIL import Image
 
 from robo_genie.datasets.transforms import center_crop_resize
 from robo_genie.eval.consistency import command_sequences, roll_out
+from robo_genie.eval.report import save_gif
 from robo_genie.play import World
 
 PREVIEW_STEPS = 6        # as the consistency test holds each code (`eval consistency length=6`)
@@ -44,6 +45,7 @@ class PlaySession:
     steps: list[StepRecord] = field(default_factory=list)
     previews: dict[int, bytes] = field(default_factory=dict)
     prompt: np.ndarray | None = None       # the image the rollout started from (for restart)
+    commands: np.ndarray | None = None     # the adapter's command per code from the latest frame
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -66,10 +68,13 @@ class PlaySession:
 
     def code_commands(self) -> list[list[float]] | None:
         """What the adapter makes of each code from the current frame (None without an adapter)."""
-        if self.adapter is None or not self.frames:
-            return None
-        return [[float(v) for v in self.adapter.to_robot(a, self.frames[-1])["action"]]
-                for a in range(self.world.num_actions)]
+        return None if self.commands is None else self.commands.tolist()
+
+    def _show(self, frame: np.ndarray) -> np.ndarray:
+        """`frame` is now the latest: the adapter's commands are worked out for it once."""
+        if self.adapter is not None:
+            self.commands = self.adapter.commands(frame)
+        return frame
 
     def make_previews(self, prompt: np.ndarray) -> None:
         """A looping GIF per code: the code held for PREVIEW_STEPS steps from `prompt`, rolled out as
@@ -83,7 +88,7 @@ class PlaySession:
             self.prompt = center_crop_resize(image, self.world.image_size)
             frame = self.world.reset(self.prompt)
             self.frames, self.steps = [frame], []
-            return frame
+            return self._show(frame)
 
     def restart(self) -> np.ndarray:
         """Back to the current prompt, every step dropped."""
@@ -95,22 +100,23 @@ class PlaySession:
         with self.lock:
             if not self.frames:
                 raise ValueError("pick a prompt first")
-            command = None
-            if self.adapter is not None:       # the command for the frame the action starts from
-                command = [float(v) for v in self.adapter.to_robot(action, self.frames[-1])["action"]]
+            if not 0 <= action < self.world.num_actions:
+                raise ValueError(f"action {action} is outside 0..{self.world.num_actions - 1}")
+            # the command for the frame the action starts from
+            command = None if self.commands is None else self.commands[action].tolist()
             start = time.perf_counter()
             frame = self.world.step(action)
             record = StepRecord(int(action), (time.perf_counter() - start) * 1000, command)
             self.frames.append(frame)
             self.steps.append(record)
-            return frame, record
+            return self._show(frame), record
 
     def undo(self) -> np.ndarray:
         with self.lock:
             self.world.undo()
             self.frames.pop()
             self.steps.pop()
-            return self.frames[-1]
+            return self._show(self.frames[-1])
 
     def export(self, fmt: str) -> bytes:
         with self.lock:
@@ -128,8 +134,7 @@ def png_bytes(frame: np.ndarray) -> bytes:
 
 def gif_bytes(frames: list[np.ndarray], fps: int) -> bytes:
     buf = io.BytesIO()
-    imgs = [Image.fromarray(f) for f in frames]
-    imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+    save_gif(frames, buf, fps)
     return buf.getvalue()
 
 

@@ -79,8 +79,7 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
         distributed.barrier()
         if distributed.is_main():
             torch.save(state, tmp / "state.pt")
-            for f in [*sorted(p for p in tmp.rglob("*") if p.is_file()), *sorted(p for p in tmp.rglob("*") if p.is_dir()),
-                      tmp]:
+            for f in [*tmp.rglob("*"), tmp]:           # every file and folder of it, the folder last
                 fsync_path(f)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)

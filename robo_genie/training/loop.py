@@ -148,8 +148,10 @@ def training_step(model: nn.Module, step_fn: StepFn, batch: dict[str, torch.Tens
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if hasattr(grad_norm, "full_tensor"):        # a DTensor under FSDP2
         grad_norm = grad_norm.full_tensor()
-    fault = (f"the loss is {float(loss.detach())}" if not torch.isfinite(loss)
-             else f"the gradient norm is {float(grad_norm)}" if not torch.isfinite(grad_norm) else None)
+    fault = None
+    if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):     # one host sync per step
+        fault = (f"the loss is {float(loss.detach())}" if not torch.isfinite(loss)
+                 else f"the gradient norm is {float(grad_norm)}")
     if distributed.any_rank(fault is not None):  # every rank skips together
         fault = fault or "another rank's loss or gradient is not finite"
         optimizer.zero_grad(set_to_none=True)
@@ -171,6 +173,25 @@ def collapsed(metrics: dict, min_codes_used: float) -> str | None:
 
 FAULT_HANDLING = ("skip", "rewind", "stop")
 MAX_FAULTS = 10          # more than this many faults in one run stops it, whatever on_fault says
+
+
+def _handle_fault(name: str, cfg: StageTrainConfig, fault: str, faults: int, step: int, ckpt_dir: Path,
+                  writer) -> Path | None:
+    """Log fault number `faults` and act on it as cfg.on_fault says: raise TrainingFault (stop, too
+    many faults, or nothing to rewind to), return the checkpoint to go back to (rewind), or None
+    (skip: the batch is already dropped)."""
+    writer.add_text(f"{name}/faults", f"step {step}: {fault}", step)
+    where = latest_checkpoint(ckpt_dir)
+    if cfg.on_fault == "stop" or faults > MAX_FAULTS or (cfg.on_fault == "rewind" and where is None):
+        raise TrainingFault(
+            f"[{name}] step {step}: {fault} (fault {faults}; {name}.on_fault={cfg.on_fault}). "
+            f"The last checkpoint is {'intact: ' + str(where) if where else 'not written yet'}. "
+            f"Lower {name}.lr, or set {name}.on_fault=skip or rewind")
+    if cfg.on_fault == "rewind":
+        print(f"[{name}] {fault}; back to {where}", file=sys.stderr)
+        return where
+    print(f"[{name}] step {step}: {fault}; batch skipped", file=sys.stderr)
+    return None
 
 
 class _NoWriter:
@@ -195,6 +216,8 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
           require: tuple[str, ...] = (), picture: Callable | None = None) -> TrainResult:
     """Train `model` for cfg.steps steps, resuming from run_dir/checkpoints/name if present.
     `picture(model, batch)` -> uint8 [H, W, 3] goes to TensorBoard at every checkpoint."""
+    if cfg.on_fault not in FAULT_HANDLING:
+        raise ValueError(f"{name}.on_fault={cfg.on_fault!r}: choose {', '.join(FAULT_HANDLING)}")
     SummaryWriter = _summary_writer_class()
 
     run_dir = Path(run_dir)
@@ -220,8 +243,6 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
     writer = SummaryWriter(str(run_dir / "tensorboard" / name)) if main else _NoWriter()
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     bar = progress_bar(total=cfg.steps, initial=step, desc=name, unit="step", bar=progress, quiet=not main)
-    if cfg.on_fault not in FAULT_HANDLING:
-        raise ValueError(f"{name}.on_fault={cfg.on_fault!r}: choose {', '.join(FAULT_HANDLING)}")
     t0, metrics, finished, faults = time.time(), {}, False, 0
     try:
         with StopRequest() as stop:
@@ -239,24 +260,15 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
                 # only reported, as there is no bad batch to drop.
                 collapse = collapsed(metrics, cfg.min_codes_used) if step % cfg.log_every == 0 else None
                 if fault is not None or (collapse is not None and cfg.on_fault != "skip"):
-                    fault = fault or collapse
                     faults += 1
-                    writer.add_text(f"{name}/faults", f"step {step}: {fault}", step)
-                    where = latest_checkpoint(ckpt_dir)
-                    if cfg.on_fault == "stop" or faults > MAX_FAULTS or (cfg.on_fault == "rewind" and where is None):
-                        raise TrainingFault(
-                            f"[{name}] step {step}: {fault} (fault {faults}; {name}.on_fault={cfg.on_fault}). "
-                            f"The last checkpoint is {'intact: ' + str(where) if where else 'not written yet'}. "
-                            f"Lower {name}.lr, or set {name}.on_fault=skip or rewind")
-                    if cfg.on_fault == "rewind":
+                    where = _handle_fault(name, cfg, fault or collapse, faults, step, ckpt_dir, writer)
+                    if where is not None:
                         step = load_checkpoint(where, model, optimizer)
                         model.to(device)
                         batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step, num_workers=num_workers,
                                               rank=rank, world=world)
                         bar.update(step - bar.n)
-                        print(f"[{name}] {fault}; back to {where}", file=sys.stderr)
                         continue
-                    print(f"[{name}] step {step}: {fault}; batch skipped", file=sys.stderr)
                 elif collapse is not None:
                     writer.add_text(f"{name}/faults", f"step {step}: {collapse}", step)
                     print(f"[{name}] step {step}: {collapse} (warning; {name}.on_fault=rewind or stop acts on it)",
