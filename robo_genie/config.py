@@ -362,7 +362,8 @@ class DemoJob:
         steps=700, batch_size=24, clip_len=2, lr=2e-3, warmup_steps=30, ckpt_every=100, min_codes_used=0.25))
     # 600 dynamics steps: the latent dynamics model's ΔtPSNR doubles from 300 to 600 steps and then
     # levels off (0.37, 0.67, 0.69 at 1000; NOTES.md, ninth round). At 600 steps x 16 clips it sees
-    # each training window about twice, so the frames are encoded once up front (pretokenize).
+    # each training window about twice, so the frames are encoded once up front (pretokenize). The
+    # draft that relabels the codes gets the same 600: half gave 0.81 dB against 0.94 (NOTES.md, tenth round).
     dynamics: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(
         steps=600, batch_size=16, clip_len=2, lr=3e-3, warmup_steps=30, ckpt_every=100))
     pretokenize: bool = True

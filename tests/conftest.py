@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
+import types
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# Reading TensorBoard event files (EventAccumulator) imports TensorFlow when it is installed (the
+# rlds extra); after MuJoCo's EGL context is up, TensorFlow's CPU-feature check segfaulted the test
+# process (2026-12-01). TensorBoard's own stub reads event files without it.
+sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 import pytest
 import torch

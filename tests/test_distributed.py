@@ -61,7 +61,8 @@ def test_two_processes_match_one_at_the_same_global_batch(single, sim_shards, tm
     assert a.keys() == b.keys()
     assert torch.allclose(a["quantizer.codes"], b["quantizer.codes"], atol=1e-3)
     ckpt = two / "checkpoints" / "tokenizer" / f"step_{STEPS:07d}"
-    assert (ckpt / "sharded" / ".metadata").is_file() and not (ckpt / "model.safetensors").exists()
+    assert (ckpt / "sharded" / "index.json").is_file() and not (ckpt / "model.safetensors").exists()
+    assert not (ckpt / "sharded" / ".metadata").exists()      # DCP's pickled index is not written
 
 
 def test_a_checkpoint_of_two_processes_resumes_in_one(single, sim_shards, tmp_path):
@@ -116,6 +117,42 @@ def test_sigterm_under_torchrun_checkpoints_every_rank_and_resumes(sim_shards, t
     log = launcher.communicate(timeout=300)[0]
     stopped_at = json.loads(pointer.read_text())["step"]
     assert 3 <= stopped_at < 100, log
-    assert (run / "checkpoints" / "tokenizer" / f"step_{stopped_at:07d}" / "sharded" / ".metadata").is_file()
+    assert (run / "checkpoints" / "tokenizer" / f"step_{stopped_at:07d}" / "sharded" / "index.json").is_file()
     resumed = _run(args, 2)
     assert f"(step {stopped_at}/100)" in resumed
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a tampered checkpoint would carry."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_tampered_sharded_checkpoint_is_refused_without_running_its_payload(sim_shards, tmp_path):
+    import json
+    import pickle
+    run = tmp_path / "run"
+    _run(_args(sim_shards, run, 2, "halt_at_step=3"), 2)
+    shard = run / "checkpoints" / "tokenizer" / "step_0000003" / "sharded"
+    marker = tmp_path / "payload_ran"
+    payload = pickle.dumps(_Payload(marker))
+    # a non-tensor value (an optimizer setting) now points at the payload
+    index = json.loads((shard / "index.json").read_text())
+    item = next(s for s in index["storage"] if index["tensors"][s["fqn"]].get("bytes"))
+    (shard / "evil.distcp").write_bytes(payload)
+    item.update(file="evil.distcp", start=0, length=len(payload))
+    (shard / "index.json").write_text(json.dumps(index))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "robo_genie.cli", *_args(sim_shards, run, 4)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "is not plain data" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    # an index swapped for DCP's pickled .metadata is not unpickled either
+    (shard / "index.json").unlink()
+    (shard / ".metadata").write_bytes(payload)
+    done = subprocess.run([sys.executable, "-m", "robo_genie.cli", *_args(sim_shards, run, 4)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "indexed by pickle" in done.stderr, done.stderr
+    assert not marker.exists()

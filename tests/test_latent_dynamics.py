@@ -79,6 +79,25 @@ def _toy_batch(g: int, n: int, shuffle: bool, gen: torch.Generator, recorded: st
     return tokens.flatten(2), acts[:, None]
 
 
+def train_toy(micro_cfg, batch_fn, recorded: bool = False, steps: int = 150):
+    """A latent dynamics model trained on toy batches `batch_fn(g, generator)` -> (tokens, actions);
+    returns it in eval mode and the grid side g."""
+    torch.manual_seed(0)
+    dyn = _latent(micro_cfg, perturb=False, recorded=recorded).train()
+    with torch.no_grad():
+        dyn.codebook.zero_()
+        dyn.codebook[1] = 1.0                                     # code 1: the bright cell
+    opt = torch.optim.AdamW(dyn.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(1)
+    g = int(dyn.net.pos_space.shape[0] ** 0.5)
+    for _ in range(steps):
+        loss, _ = dyn(*batch_fn(g, gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return dyn.eval(), g
+
+
 @pytest.mark.parametrize("recorded", [None, "one_hot", "metres"])
 def test_latent_dynamics_learns_an_action_dependent_move_that_shuffled_actions_cannot(micro_cfg, recorded):
     """Trained on the true actions (LAM-style codes, or recorded action vectors, including commands
@@ -86,21 +105,7 @@ def test_latent_dynamics_learns_an_action_dependent_move_that_shuffled_actions_c
     always; trained on shuffled actions (the same data, the action carries nothing), about a
     quarter of the time."""
     def fit(shuffle: bool) -> float:
-        torch.manual_seed(0)
-        dyn = _latent(micro_cfg, perturb=False, recorded=recorded is not None).train()
-        with torch.no_grad():
-            dyn.codebook.zero_()
-            dyn.codebook[1] = 1.0                                     # code 1: the bright cell
-        opt = torch.optim.AdamW(dyn.parameters(), lr=3e-3)
-        gen = torch.Generator().manual_seed(1)
-        g = int(dyn.net.pos_space.shape[0] ** 0.5)
-        for _ in range(150):
-            tokens, acts = _toy_batch(g, 32, shuffle, gen, recorded)
-            loss, _ = dyn(tokens, acts)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        dyn.eval()
+        dyn, g = train_toy(micro_cfg, lambda g, gen: _toy_batch(g, 32, shuffle, gen, recorded), recorded is not None)
         tokens, acts = _toy_batch(g, 64, False, torch.Generator().manual_seed(2), recorded)
         pred = dyn.sample_next(tokens[:, :1], acts)
         return float((pred.argmax(-1) == tokens[:, 1].argmax(-1)).float().mean())

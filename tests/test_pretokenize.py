@@ -40,8 +40,11 @@ def test_token_shards_hold_the_frozen_parts_outputs(run, sim_shards, tmp_path):
 
 def test_stage_all_pretokenises_once_and_dynamics_trains_on_tokens(run):
     meta = bundle_io.read_meta(run / "bundle")
-    assert meta["parts"]["dynamics"]["data"] == str(run / "tokens")
-    check_token_shards(run / "tokens", run / "bundle")        # made with this run's parts: accepted
+    # the final model trains on the draft's relabelling of RUN/tokens (training/relabel.py)
+    assert meta["parts"]["dynamics"]["data"] == str(run / "tokens_relabelled")
+    assert meta["parts"]["dynamics"]["relabelled"]["draft_steps"] == meta["parts"]["dynamics"]["steps"]
+    for folder in ("tokens", "tokens_relabelled"):             # made with this run's parts: accepted
+        check_token_shards(run / folder, run / "bundle")
 
 
 def test_tokens_of_another_tokenizer_are_refused(run, sim_shards, tmp_path):

@@ -42,10 +42,12 @@ def test_halt_and_resume_is_bit_identical(stage, straight_run, sim_shards, tmp_p
     _assert_identical(_weights(tmp_path, stage), _weights(straight_run, stage))
 
 
-def test_interrupted_dynamics_resumes_bit_identical(straight_run, sim_shards, tmp_path, monkeypatch):
-    """A real SIGINT in the middle of a step: the step finishes, a checkpoint is saved, the run
-    stops; rerunning continues to the same weights as an uninterrupted run (and the same data
-    order: the loader resumes at the batch it stopped at)."""
+@pytest.mark.parametrize("phase, at_call", [("dynamics_draft", 3), ("dynamics", 4 + 3)])
+def test_interrupted_dynamics_resumes_bit_identical(phase, at_call, straight_run, sim_shards, tmp_path, monkeypatch):
+    """A real SIGINT in the middle of a step, of the draft or of the final model (after the draft's
+    4 steps and the relabelling): the step finishes, a checkpoint is saved, the run stops;
+    rerunning continues to the same weights as an uninterrupted run (and the same data order: the
+    loader resumes at the batch it stopped at)."""
     import os
     import shutil
     import signal
@@ -60,7 +62,7 @@ def test_interrupted_dynamics_resumes_bit_identical(straight_run, sim_shards, tm
 
         def wrapped(model, batch):
             calls["n"] += 1
-            if calls["n"] == 3:                     # Ctrl-C arrives during the 3rd step
+            if calls["n"] == at_call:               # Ctrl-C arrives during this step
                 os.kill(os.getpid(), signal.SIGINT)
             return step(model, batch)
         return wrapped
@@ -69,7 +71,8 @@ def test_interrupted_dynamics_resumes_bit_identical(straight_run, sim_shards, tm
     monkeypatch.setattr("robo_genie.training.stages.dynamics_step_fn", interrupting)
     with pytest.raises(KeyboardInterrupt):
         run_train_job(_job(tmp_path, sim_shards, "dynamics"))
-    assert (tmp_path / "checkpoints" / "dynamics" / "step_0000003").is_dir()
+    assert (tmp_path / "checkpoints" / phase / "step_0000003").is_dir()
+    assert (tmp_path / "tokens_relabelled").is_dir() == (phase == "dynamics")
     monkeypatch.undo()
     run_train_job(_job(tmp_path, sim_shards, "dynamics"))
     _assert_identical(_weights(tmp_path, "dynamics"), _weights(straight_run, "dynamics"))

@@ -71,8 +71,9 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
         if sharded:
             import torch.distributed.checkpoint as dcp
             from torch.distributed.checkpoint.state_dict import get_state_dict
+            from robo_genie.training.sharded_io import JsonIndexWriter
             model_state, optim_state = get_state_dict(model, optimizer)
-            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / SHARDED))
+            dcp.save({"model": model_state, "optim": optim_state}, storage_writer=JsonIndexWriter(tmp / SHARDED))
         else:
             save_file(state_dict_for_save(model), str(tmp / "model.safetensors"))
             state["optimizer"] = optimizer.state_dict()
@@ -110,8 +111,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
         model_state, optim_state = get_state_dict(model, optimizer)
+        from robo_genie.training.sharded_io import load_sharded
         both = {"model": model_state, "optim": optim_state}
-        dcp.load(both, checkpoint_id=str(path / SHARDED))
+        load_sharded(both, path / SHARDED)
         set_state_dict(model, optimizer, model_state_dict=both["model"], optim_state_dict=both["optim"])
     elif distributed.active():
         raise ValueError(f"{path} was written by a single process; resume it with a single process (it then "

@@ -1,8 +1,10 @@
 """Train the three parts in order and collect them in a world-model bundle.
 
 tokenizer (pixels) -> LAM (pixels) -> dynamics (tokens of the frozen tokenizer + codes of the
-frozen LAM, pre-tokenised once into RUN/tokens unless pretokenize=false). Each stage resumes from its own checkpoints, and each finished part is written to
-RUN/bundle as soon as it is done, so a later stage can be (re)run alone.
+frozen LAM, pre-tokenised once into RUN/tokens unless pretokenize=false). The latent dynamics model
+is trained twice: a draft on the LAM's codes, then the final model on the codes the draft relabels
+(training/relabel.py). Each stage resumes from its own checkpoints, and each finished part is
+written to RUN/bundle as soon as it is done, so a later stage can be (re)run alone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from robo_genie.datasets.shards import FrameShards, ShardError
 from robo_genie.models import PARTS, build_part
 from robo_genie.training.loop import dynamics_inputs_fn, dynamics_step_fn, pixel_step, train
 from robo_genie.training.pictures import dynamics_picture_fn, tokenizer_picture
+from robo_genie.training.relabel import relabel_token_shards
 
 STAGE_ORDER = PARTS
 
@@ -95,6 +98,45 @@ def _recorded_action_dim(data_path: str) -> int:
     return int(clips[0]["actions"].shape[-1])
 
 
+def _fresh_part(part: str, model_cfg: DictConfig, seed: int, init_from: str | None,
+                tokenizer: torch.nn.Module | None) -> torch.nn.Module:
+    """A part to train: seeded fresh weights, or init_from's when it has the same architecture."""
+    torch.manual_seed(seed)
+    model = build_part(part, model_cfg)
+    if init_from and part in bundle_io.read_meta(init_from)["parts"] and _same_part(init_from, part, model_cfg):
+        model = bundle_io.load_part(init_from, part, "cpu", model_cfg).train()
+        print(f"[{part}] starting from {init_from}")
+    if tokenizer is not None and hasattr(model, "set_codebook"):   # latent dynamics: the codes are its state space
+        model.set_codebook(tokenizer.quantizer.codebook)
+    return model
+
+
+def _relabels(model_cfg: DictConfig, part_data: str) -> bool:
+    """The latent dynamics model on LAM codes from token shards trains a draft first and then on the
+    draft's relabelled codes (training/relabel.py). Recorded actions need no relabelling; a mixture
+    of frame-shard folders is encoded batch by batch, so there are no stored codes to relabel."""
+    return (model_cfg.dynamics.kind == "latent" and model_cfg.dynamics.actions == "latent"
+            and not is_mixture(part_data) and FrameShards(part_data).kind == "tokens")
+
+
+def _relabelled_data(draft: torch.nn.Module, part: str, model_cfg: DictConfig, tokens: str, run_dir: Path,
+                     tok_bundle: Path, device, progress: bool) -> tuple[str, float | None]:
+    """RUN/tokens_relabelled (written once, on rank 0) and the fraction of codes the draft changed
+    (None when an earlier run already wrote it)."""
+    out, changed = run_dir / "tokens_relabelled", None
+    try:
+        done = len(FrameShards(out).episodes) == len(FrameShards(tokens).episodes)
+        check_token_shards(out, tok_bundle)
+    except ShardError:
+        done = False
+    plain = unsharded(draft, part, model_cfg)      # every rank takes part in the gather
+    if not done and distributed.is_main():
+        changed = relabel_token_shards(plain, tokens, out, device=device, progress=progress)
+        print(f"[dynamics] relabelled the training transitions with the draft's codes: {changed:.0%} changed")
+    distributed.barrier()
+    return str(out), changed
+
+
 def unsharded(model: torch.nn.Module, part: str, model_cfg: DictConfig) -> torch.nn.Module | None:
     """A trained part as one plain module: itself in one process; under FSDP its full state gathered
     into a fresh copy on rank 0 (every rank takes part in the gather; the others get None)."""
@@ -126,25 +168,29 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
             raise ValueError(f"lam.steps={cfg.steps} must exceed model.lam.continuous_warmup_steps="
                              f"{model_cfg.lam.continuous_warmup_steps}: the action codebook is only "
                              f"initialised after the warm-up")
-        torch.manual_seed(seed)
-        model = build_part(part, model_cfg)
-        if init_from and part in bundle_io.read_meta(init_from)["parts"] and _same_part(init_from, part, model_cfg):
-            model = bundle_io.load_part(init_from, part, "cpu", model_cfg).train()
-            print(f"[{part}] starting from {init_from}")
-        part_data = data_path
+        part_data, extra_info = data_path, {}
         if part == "dynamics":
             tokenizer, tok_info, tok_bundle = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
             lam, lam_info, lam_bundle = _frozen_part("lam", run_bundle, init_from, device, model_cfg)
             frozen = {"tokenizer": (tokenizer, tok_info, tok_bundle), "lam": (lam, lam_info, lam_bundle)}
-            if hasattr(model, "set_codebook"):      # latent dynamics: the codes are its state space
-                model.set_codebook(tokenizer.quantizer.codebook)
             step_fn = dynamics_step_fn(tokenizer, lam, lam_window=lam_info["clip_len"], recorded=recorded)
             picture = dynamics_picture_fn(tokenizer, dynamics_inputs_fn(tokenizer, lam, lam_info["clip_len"], recorded))
             # recorded actions are read with the frames: no token shards
             part_data = _dynamics_data(data_path, run_dir, tok_bundle, lam_bundle, pretokenize and not recorded,
                                        device, progress)
+            if _relabels(model_cfg, part_data):
+                draft = train(_fresh_part(part, model_cfg, seed, init_from, tokenizer), step_fn, cfg, part_data,
+                              run_dir, name="dynamics_draft", device=device, seed=seed, progress=progress,
+                              num_workers=num_workers, halt_at_step=halt_at_step, picture=picture)
+                if not draft.finished:
+                    print(f"[dynamics_draft] halted at step {draft.step}; rerun the same command to continue.")
+                    return results
+                part_data, changed = _relabelled_data(draft.model, part, model_cfg, part_data, run_dir, tok_bundle,
+                                                      device, progress)
+                extra_info = {"relabelled": {"draft_steps": draft.step, "codes_changed": changed}}
         else:
             step_fn, picture = pixel_step, tokenizer_picture if part == "tokenizer" else None
+        model = _fresh_part(part, model_cfg, seed, init_from, tokenizer if part == "dynamics" else None)
         result = train(model, step_fn, cfg, part_data, run_dir, name=part, device=device, seed=seed,
                        progress=progress, num_workers=num_workers, halt_at_step=halt_at_step,
                        require=("actions",) if part == "dynamics" and recorded else (), picture=picture)
@@ -153,7 +199,7 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
             return results
         info = {"steps": result.step, "clip_len": cfg.clip_len, "data": str(part_data), "seconds": round(result.seconds, 1),
                 "final_metrics": result.last_metrics, "init_from": init_from,
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra_info}
         trained = unsharded(result.model, part, model_cfg)     # the whole model, on rank 0 (or alone)
         if distributed.is_main():
             bundle_io.save_part(run_bundle, part, trained, model_cfg, info)
