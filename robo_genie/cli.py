@@ -225,8 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     from robo_genie.datasets.sources import IngestError
     from robo_genie.safe_write import WriteError
     keep_freed_memory()
+    from robo_genie import distributed
     try:
         run(cfg)
+        distributed.shutdown()
     except (IngestError, ShardError, BundleError, AdapterError, WriteError, ValueError) as e:
         raise SystemExit(f"robo-genie {command}: {e}") from None
     except KeyboardInterrupt:

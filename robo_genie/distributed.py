@@ -48,6 +48,15 @@ def init_from_env(device: torch.device):
     return init_device_mesh(device.type, (dist.get_world_size(),))
 
 
+def shutdown() -> None:
+    """Leave the process group once a command has finished on every rank. A gloo group left to the
+    interpreter's exit sometimes aborted a finished run ("terminate called without an active
+    exception", exit code 1; seen once in CI on 2026-12-01)."""
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if active():
         dist.barrier()
