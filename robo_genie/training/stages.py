@@ -53,6 +53,15 @@ def _frozen_part(part: str, run_bundle: Path, init_from: str | None, device, mod
                                 f"(`robo-genie train stage={part} ...` with the same out=) or pass init_from=BUNDLE.")
 
 
+def _tokens_complete(out: Path, source: str, bundle: Path) -> bool:
+    """Whether `out` holds token shards of every episode of `source`, made with `bundle`'s parts."""
+    try:
+        check_token_shards(out, bundle)
+        return len(FrameShards(out).episodes) == len(FrameShards(source).episodes)
+    except ShardError:
+        return False
+
+
 def _dynamics_data(data_path: str, run_dir: Path, tok_bundle: Path, lam_bundle: Path, pretokenize: bool,
                    device, progress: bool) -> str:
     """What the dynamics stage reads: given token shards (checked against the frozen parts), or
@@ -68,11 +77,7 @@ def _dynamics_data(data_path: str, run_dir: Path, tok_bundle: Path, lam_bundle: 
     if not pretokenize or tok_bundle != lam_bundle:
         return data_path
     out = run_dir / "tokens"
-    try:
-        done = len(FrameShards(out).episodes) == len(FrameShards(data_path).episodes)
-        check_token_shards(out, tok_bundle)
-    except ShardError:
-        done = False
+    done = _tokens_complete(out, data_path, tok_bundle)
     if not done and distributed.is_main():      # absent, interrupted, or made with other weights: (re)write it
         shutil.rmtree(out, ignore_errors=True)
         pretokenize_shards(data_path, tok_bundle, out, device=device, progress=progress)
@@ -124,15 +129,11 @@ def _relabelled_data(draft: torch.nn.Module, part: str, model_cfg: DictConfig, t
     """RUN/tokens_relabelled (written once, on rank 0) and the fraction of codes the draft changed
     (None when an earlier run already wrote it)."""
     out, changed = run_dir / "tokens_relabelled", None
-    try:
-        done = len(FrameShards(out).episodes) == len(FrameShards(tokens).episodes)
-        check_token_shards(out, tok_bundle)
-    except ShardError:
-        done = False
-    plain = unsharded(draft, part, model_cfg)      # every rank takes part in the gather
-    if not done and distributed.is_main():
-        changed = relabel_token_shards(plain, tokens, out, device=device, progress=progress)
-        print(f"[dynamics] relabelled the training transitions with the draft's codes: {changed:.0%} changed")
+    if not _tokens_complete(out, tokens, tok_bundle):     # every rank reads the same answer
+        plain = unsharded(draft, part, model_cfg)         # every rank takes part in the gather
+        if distributed.is_main():
+            changed = relabel_token_shards(plain, tokens, out, device=device, progress=progress)
+            print(f"[dynamics] relabelled the training transitions with the draft's codes: {changed:.0%} changed")
     distributed.barrier()
     return str(out), changed
 
