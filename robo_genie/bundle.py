@@ -52,29 +52,17 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
-# MaskGIT options removed on 2026-12-01 (NOTES.md, ninth round), with the values that meant "off".
-_REMOVED_DYNAMICS_OPTIONS = {"calibrate_sampling": True, "action_every_block": False, "prev_frame_input": False,
-                             "target_smoothing": 0.0, "copy_radius": None, "copy_mode": "bonus",
-                             "token_embedding": "learned"}
-
-
 def load_model_config(path: str | Path) -> DictConfig:
-    """The bundle's model config, validated against the ModelConfig schema. Configs written before
-    dynamics kinds existed are MaskGIT ones; a dynamics part that used a removed option is refused."""
+    """The bundle's model config, validated against the ModelConfig schema. Bundles from before the
+    ST transformer's rotary time positions (2026-12-01) learned one embedding per frame instead,
+    which no current model has: they are refused with the command that trains a new one."""
     read_meta(path)                       # a folder that is not a bundle is named as such
     raw = OmegaConf.load(Path(path) / "config.yaml")
-    dyn = raw.get("dynamics")
-    if dyn is not None:
-        if "kind" not in dyn:
-            used = {k: dyn[k] for k, off in _REMOVED_DYNAMICS_OPTIONS.items() if k in dyn and dyn[k] != off}
-            if used:
-                raise BundleError(f"{path}: its dynamics part was trained with MaskGIT options that robo_genie no "
-                                  f"longer has ({', '.join(f'{k}={v}' for k, v in used.items())}). Train a new "
-                                  f"bundle with `robo-genie train stage=all data.path=SHARDS out=RUN` (or "
-                                  f"`robo-genie demo`).")
-            dyn.kind = "maskgit"
-        for k in _REMOVED_DYNAMICS_OPTIONS:
-            dyn.pop(k, None)
+    if "max_frames" in raw:
+        raise BundleError(f"{path} was trained by an older robo_genie, whose models learned a position "
+                          f"embedding per frame (model.max_frames); today's use rotary time positions, which let "
+                          f"play cache past frames. Train a new bundle with `robo-genie train stage=all "
+                          f"data.path=SHARDS out=RUN` (or `robo-genie demo`).")
     return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
 
 

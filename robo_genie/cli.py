@@ -37,6 +37,7 @@ commands:
             robo-genie bench sim scene=cloth episodes=16 workers=1,2 out=bench_sim.json
             robo-genie bench data out=bench_data.json
             robo-genie bench train model=tiny precisions=fp32,bf16 compile=false,true out=bench_train.json
+            robo-genie bench play model=small contexts=1,4,16,40 cached=true,false out=bench_play.json
 
 `robo-genie COMMAND --help` prints that command's config with its defaults.
 """

@@ -84,7 +84,6 @@ class DynamicsConfig:
 class ModelConfig:
     name: str = "tiny"
     image_size: int = 64
-    max_frames: int = 16
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     lam: LAMConfig = field(default_factory=LAMConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
@@ -318,7 +317,7 @@ class SimJob:
 class BenchJob:
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"model": "tiny"}])
     model: ModelConfig = MISSING      # train: the model size whose parts are timed
-    what: str = "sim"                 # sim | data | train
+    what: str = "sim"                 # sim | data | train | play
     scene: str = "cloth"              # sim
     episodes: int = 16
     episode_len: int = 32             # data: frames per synthetic video episode
@@ -338,6 +337,14 @@ class BenchJob:
     warmup_steps: int = 3             # train: untimed steps first (compilation happens here)
     timed_steps: int = 10             # train
     peak_tflops: float | None = None  # train: the device's dense peak for MFU (known GPUs are looked up)
+    # play: a bundle to time (default: random weights of `model`, with clip_len frames as its window);
+    # frames of history before the timed steps (past clip_len: a sliding window); prompts stepped at
+    # once; MaskGIT rounds per frame (model.dynamics.kind=maskgit; the latent model makes one pass)
+    bundle: str | None = None
+    contexts: list[int] = field(default_factory=lambda: [1, 4, 16, 40])
+    cached: list[bool] = field(default_factory=lambda: [True, False])
+    prompts: int = 1
+    maskgit_steps: list[int] = field(default_factory=lambda: [1, 8, 25])
 
 
 @dataclass

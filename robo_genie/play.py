@@ -6,12 +6,14 @@
 
 The prompt is tokenised; each step appends the action, lets the dynamics model predict the next
 frame's tokens (one pass for `kind=latent`, MaskGIT rounds for `kind=maskgit`), and decodes them
-with the tokenizer. The context is the most recent
-`window` frames (the clip length the dynamics model was trained on).
+with the tokenizer. Each frame attends to the most recent frames, as many as the dynamics model saw
+in training; the dynamics model and the decoder keep those frames' temporal keys/values in rolling
+caches (models/st_transformer.py), so a step costs the same however long the rollout has run.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 from robo_genie import bundle as bundle_io
 from robo_genie.datasets.transforms import center_crop_resize
 from robo_genie.models.lam import infer_actions_windowed
+from robo_genie.models.st_transformer import TemporalCache
 from robo_genie.training.loop import resolve_device
 
 
@@ -46,8 +49,11 @@ class World:
         self.maskgit_steps: int | None = None
         self.temperature: float | None = None
         self.generator = torch.Generator(device=device).manual_seed(seed)
-        self._tokens: torch.Tensor | None = None     # [B, t, S]
+        self._tokens: torch.Tensor | None = None     # [B, t, S], the whole rollout (for undo)
         self._actions: torch.Tensor | None = None    # [B, t-1]
+        self._cache: TemporalCache | None = None     # the dynamics model's
+        self._decode_cache: TemporalCache | None = None
+        self._decoded, self._latest_frame = 0, None  # frames decoded so far, and the last of them
         self.bundle_path: Path | None = None         # where it was loaded from (adapters check it)
 
     @classmethod
@@ -67,6 +73,14 @@ class World:
         self._tokens = self.tokenizer.encode(images[:, None].to(self.device)).flatten(2)
         shape = (len(images), 0, self.cfg.dynamics.action_dim) if self.recorded else (len(images), 0)
         self._actions = torch.zeros(shape, dtype=torch.float if self.recorded else torch.long, device=self.device)
+        self._restart()
+
+    def _restart(self) -> None:
+        """The caches from the rollout so far (after a reset or an undo): one full pass; the decoder
+        catches up when a frame is next asked for."""
+        window = self.dynamics.attention_window(self.window)
+        self._cache = self.dynamics.begin(self._tokens, self._actions, window)
+        self._decode_cache, self._decoded = TemporalCache(self.window), 0
 
     @torch.no_grad()
     def step_batch(self, actions: torch.Tensor, decode: bool = True) -> torch.Tensor | None:
@@ -74,13 +88,11 @@ class World:
         [B, H, W, 3] float in [0, 1] (None with decode=False: a planner reads `latest_codes()`)."""
         if self._tokens is None:
             raise RuntimeError("call reset() with a prompt image before step()")
-        acts = torch.cat([self._actions, actions.to(self.device, self._actions.dtype)[:, None]], 1)
-        ctx_tokens = self._tokens[:, -(self.window - 1):]
-        ctx_actions = acts[:, -ctx_tokens.shape[1]:]
-        nxt = self.dynamics.sample_next(ctx_tokens, ctx_actions, self.maskgit_steps, self.temperature,
-                                        self.generator)
+        action = actions.to(self.device, self._actions.dtype)
+        nxt = self.dynamics.advance(self._cache, self._tokens[:, -1], action, self.maskgit_steps, self.temperature,
+                                    self.generator)
         self._tokens = torch.cat([self._tokens, nxt[:, None]], 1)
-        self._actions = acts
+        self._actions = torch.cat([self._actions, action[:, None]], 1)
         return self.decode_latest() if decode else None
 
     @torch.no_grad()
@@ -90,11 +102,27 @@ class World:
 
     @torch.no_grad()
     def decode_latest(self) -> torch.Tensor:
-        """The latest frame of every rollout, [B, H, W, 3] in [0, 1], decoded with its own causal
-        context (the tokenizer's decoder is causal in time, as in training)."""
-        ctx = self._tokens[:, -self.window:]
-        grid = self.image_size // self.cfg.tokenizer.patch
-        return self.tokenizer.decode(ctx.reshape(*ctx.shape[:2], grid, grid))[:, -1]
+        """The latest frame of every rollout, [B, H, W, 3] in [0, 1], decoded with its causal
+        context (the tokenizer's decoder is causal in time, as in training): the frames not yet
+        decoded go through the decoder's cache, all at once after a reset or an undo."""
+        if self._decoded == 0:
+            codes = self.tokenizer.quantizer.lookup(self._tokens)
+            self._latest_frame = self.tokenizer.decode_codes(codes, self.window, self._decode_cache)[:, -1].clamp(0, 1)
+        else:
+            for t in range(self._decoded, self._tokens.shape[1]):
+                self._latest_frame = self.tokenizer.decode_step(self._tokens[:, t], self._decode_cache)
+        self._decoded = self._tokens.shape[1]
+        return self._latest_frame
+
+    def snapshot(self) -> tuple:
+        """The rollout as it stands, to return to with `restore` (cheap: the history and the caches'
+        tensors are never written in place, only replaced)."""
+        return (self._tokens, self._actions, copy.copy(self._cache), copy.copy(self._decode_cache), self._decoded,
+                self._latest_frame)
+
+    def restore(self, state: tuple) -> None:
+        self._tokens, self._actions, cache, decode_cache, self._decoded, self._latest_frame = state
+        self._cache, self._decode_cache = copy.copy(cache), copy.copy(decode_cache)
 
     # -- single-prompt convenience API ------------------------------------------------------------
     def reset(self, image: np.ndarray) -> np.ndarray:
@@ -116,6 +144,7 @@ class World:
         if self._tokens is None or self._tokens.shape[1] < 2:
             raise ValueError("nothing to undo: the world is at its prompt")
         self._tokens, self._actions = self._tokens[:, :-1], self._actions[:, :-1]
+        self._restart()
 
     def infer_actions(self, video: np.ndarray) -> list[int]:
         """The LAM's actions for a clip (uint8 [T, H, W, 3] at the model's resolution)."""

@@ -21,7 +21,7 @@ from robo_genie.config import ModelConfig
 
 # Hydra overrides that shrink `model=tiny` further, for tests on 32x32 frames.
 MICRO = [
-    "model.image_size=32", "model.max_frames=8",
+    "model.image_size=32",
     "model.tokenizer.codebook_size=64", "model.tokenizer.code_dim=8",
     "model.tokenizer.encoder.dim=32", "model.tokenizer.encoder.depth=1", "model.tokenizer.encoder.heads=2",
     "model.tokenizer.decoder.dim=32", "model.tokenizer.decoder.depth=1", "model.tokenizer.decoder.heads=2",

@@ -20,7 +20,7 @@ def test_bench_sim_writes_rates_per_worker_count_and_the_hardware(tmp_path):
 
 
 def test_unknown_benchmark_is_named(tmp_path):
-    with pytest.raises(SystemExit, match="available: sim, data, train"):
+    with pytest.raises(SystemExit, match="available: sim, data, train, play"):
         main(["bench", "gpu", f"out={tmp_path / 'x.json'}"])
 
 
@@ -58,6 +58,45 @@ def test_bench_train_times_each_part_and_precision_on_its_own_token_grid(tmp_pat
         assert row["tokens_per_s"] == pytest.approx(row["tokens_per_step"] / row["median_step_s"], rel=0.01)
 
 
+@pytest.mark.parametrize("kind", ["latent", "maskgit"])
+def test_bench_play_times_cached_and_uncached_steps_per_context(tmp_path, kind):
+    out = tmp_path / "play.json"
+    main(["bench", "play", "model.image_size=32", f"model.dynamics.kind={kind}", "clip_len=4", "contexts=[1,6]",
+          "maskgit_steps=[2]", "warmup_steps=1", "timed_steps=2", "device=cpu", f"out={out}"])
+    r = json.loads(out.read_text())
+    cases = {(row["cached"], row["context_frames"]) for row in r["results"]}
+    assert cases == {(True, 1), (True, 6), (False, 1), (False, 6)} and r["window"] == 4
+    for row in r["results"]:
+        assert row["frames_per_s"] == pytest.approx(1e3 / row["ms_per_frame"], rel=0.01)
+        assert row["maskgit_steps"] == (2 if kind == "maskgit" else None) and row["device"] == "cpu"
+        assert row["vs_fastest_context"] >= 1.0
+
+
+@pytest.mark.parametrize("kind", ["latent", "maskgit"])
+def test_cached_play_gives_the_frames_of_recomputing_the_window(micro_cfg, kind):
+    """Within the window, a cached step and a step recomputed from scratch see the same frames, so
+    the same seed gives the same frame (pixels)."""
+    from robo_genie.bench.play import _uncached_step
+    from robo_genie.models import build_part
+    from robo_genie.play import World
+    micro_cfg.dynamics.kind = kind
+    torch.manual_seed(0)
+    parts = {p: build_part(p, micro_cfg).eval() for p in ("tokenizer", "lam", "dynamics")}
+    if kind == "latent":
+        parts["dynamics"].set_codebook(parts["tokenizer"].quantizer.codebook)
+    world = World(micro_cfg, parts, window=5, lam_window=2, device=torch.device("cpu"))
+    world.maskgit_steps = 3
+    world.reset_batch(torch.rand(2, 32, 32, 3))
+    for a in (0, 1, 2):
+        world.step_batch(torch.tensor([a, 3 - a]))
+    start, action = world.snapshot(), torch.tensor([1, 2])
+    world.generator.manual_seed(7)
+    cached = world.step_batch(action)
+    world.restore(start)
+    world.generator.manual_seed(7)
+    assert torch.allclose(_uncached_step(world, action), cached, atol=1e-5)
+
+
 def test_bench_train_names_an_unknown_part(tmp_path):
     with pytest.raises(SystemExit, match="unknown \\['vae'\\]"):
         main(["bench", "train", "parts=vae", "device=cpu", f"out={tmp_path / 'x.json'}"])
@@ -68,9 +107,9 @@ def test_training_step_flops_match_a_case_counted_by_hand():
     qkv 2*12*8*24 = 4608 and output 2*12*8*8 = 1536, each twice (spatial, temporal);
     feed-forward 2*12*8*32 = 6144 twice; spatial attention 3 frames x 4*4^2*8 = 1536; temporal
     attention 4 positions x 4*3^2*8 = 1152. Forward 27264 FLOPs; training (x3) 81792."""
-    from robo_genie.bench_train import training_step_flops
+    from robo_genie.bench.train import training_step_flops
     from robo_genie.models.st_transformer import STBlock
     block = STBlock(8, 2, 4.0, causal=True)
-    flops = training_step_flops(block, lambda m, b: (m(b["x"]).sum(), {}), {"x": torch.randn(1, 3, 4, 8)})
+    flops = training_step_flops(block, lambda m, b: (m(b["x"])[0].sum(), {}), {"x": torch.randn(1, 3, 4, 8)})
     assert flops["attention"] == 3 * (1536 + 1152)
     assert flops["total"] == 81792

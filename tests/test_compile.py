@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from robo_genie.bench_train import step_fn, synthetic_batch
+from robo_genie.bench.train import step_fn, synthetic_batch
 from robo_genie.config import TINY, ModelConfig
 from robo_genie.models import build_part
 

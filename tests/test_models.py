@@ -132,7 +132,7 @@ def test_calibrated_sampling_gives_the_last_frames_token_back_what_the_change_we
     from robo_genie.models.dynamics import DynamicsModel
 
     cfg = OmegaConf.structured(DynamicsConfig(kind="maskgit", change_weight=20.0))
-    dyn = DynamicsModel(cfg, codebook_size=16, num_actions=2, num_spatial=4, max_frames=2).eval()
+    dyn = DynamicsModel(cfg, codebook_size=16, num_actions=2, num_spatial=4).eval()
     with torch.no_grad():
         dyn.head.weight.zero_()
         dyn.head.bias.zero_()
@@ -143,19 +143,44 @@ def test_calibrated_sampling_gives_the_last_frames_token_back_what_the_change_we
     assert torch.equal(dyn.sample_next(ctx, acts, steps=2), torch.full((1, 4), 7))
 
 
-@pytest.mark.parametrize("t", [1, 3])
-def test_cached_next_frame_logits_equal_the_full_pass(micro_cfg, t):
-    """MaskGIT sampling reuses the context's temporal keys/values; from a one-frame prompt (as play
-    starts) and from longer contexts, it must see exactly what the full causal pass sees."""
-    dyn = _maskgit(micro_cfg).eval()
-    ctx, acts = torch.randint(0, 64, (2, t, 64)), torch.randint(0, 4, (2, t))
-    frame = torch.randint(0, 64, (2, 64)).masked_fill(torch.rand(2, 64) < 0.5, dyn.mask_id)
+@pytest.mark.parametrize("kind", ["maskgit", "latent"])
+def test_cached_rollout_equals_recomputing_every_frame_from_scratch(micro_cfg, kind):
+    """Play steps the dynamics model with a rolling cache of the last frames' keys/values. The same
+    seed must give the same frames as recomputing the whole rollout at every step, from a one-frame
+    prompt (as play starts), through the window filling up, to well past it (the oldest frames
+    dropped from the cache, not recomputed)."""
+    micro_cfg.dynamics.kind = kind
+    dyn = build_part("dynamics", micro_cfg).eval()
+    if kind == "latent":
+        dyn.set_codebook(torch.randn(64, micro_cfg.tokenizer.code_dim))
+    window, steps = 3, 7
+    tokens = torch.randint(0, 64, (2, 1, 64))
+    actions = torch.randint(0, 4, (2, steps))
+    cache = dyn.begin(tokens, actions[:, :0], window)
+    cached = []
+    for i in range(steps):
+        nxt = dyn.advance(cache, tokens[:, -1] if not cached else cached[-1], actions[:, i], steps=3,
+                          generator=torch.Generator().manual_seed(i))
+        cached.append(nxt)
+    rollout = torch.cat([tokens, torch.stack(cached, 1)], 1)
+    for i in range(steps):       # the reference: a fresh full pass over everything so far, every step
+        fresh = dyn.begin(rollout[:, :i + 1], actions[:, :i], window)
+        again = dyn.advance(fresh, rollout[:, i], actions[:, i], steps=3, generator=torch.Generator().manual_seed(i))
+        assert torch.equal(again, cached[i]), f"frame {i + 1} differs"
+    assert cache.layers[0][0].shape[2] == window - 1      # the cache never grows past the window
+    assert cache.frames == steps + (kind == "maskgit")    # MaskGIT commits the prompt; latent each frame it leaves
+
+
+def test_decoding_frame_by_frame_with_a_cache_equals_decoding_the_whole_video(micro_cfg):
+    from robo_genie.models.st_transformer import TemporalCache
+    tok = build_part("tokenizer", micro_cfg).eval()
+    tokens = torch.randint(0, 64, (2, 6, 8, 8))
     with torch.no_grad():
-        cached = dyn.next_frame_logits(frame, acts[:, t - 1], dyn.context_cache(ctx, acts[:, :t - 1]))
-        full = dyn.logits(torch.cat([ctx, frame[:, None]], 1), acts)[:, -1]
-        blind = dyn.logits(torch.cat([torch.randint(0, 64, (2, t, 64)), frame[:, None]], 1), acts)[:, -1]
-    assert torch.allclose(cached, full, atol=1e-5)
-    assert not torch.allclose(cached, blind, atol=1e-3)     # and the context does matter
+        whole = tok.decode_codes(tok.quantizer.lookup(tokens.flatten(2)), window=2).clamp(0, 1)
+        cache = TemporalCache(2)
+        tok.decode_codes(tok.quantizer.lookup(tokens[:, :1].flatten(2)), 2, cache)
+        frames = [tok.decode_step(tokens[:, t].flatten(1), cache) for t in range(1, 6)]
+    assert torch.allclose(torch.stack(frames, 1), whole[:, 1:], atol=1e-5)
 
 
 def _count(cfg, part):

@@ -1,10 +1,11 @@
+import pytest
 import torch
 
-from robo_genie.models.st_transformer import STTransformer
+from robo_genie.models.st_transformer import STTransformer, TemporalCache
 
 
 def _net():
-    return STTransformer(dim=32, depth=2, heads=4, num_spatial=9, max_frames=6).eval()
+    return STTransformer(dim=32, depth=2, heads=4, num_spatial=9).eval()
 
 
 def test_temporal_attention_is_causal():
@@ -29,17 +30,40 @@ def test_spatial_attention_mixes_within_a_frame_only():
     assert torch.allclose(y[:, 0], y2[:, 0], atol=1e-6)
 
 
-def test_cached_step_matches_full_forward():
+@pytest.mark.parametrize("window", [1, 3, None])
+def test_stepping_with_a_rolling_cache_equals_the_full_windowed_pass(window):
+    """Frame by frame with a TemporalCache (the oldest frame dropped once the window is full) gives
+    what one pass over all frames gives, each frame attending to the `window` frames up to itself."""
     net = _net()
-    x = torch.randn(2, 4, 9, 32)
-    full = net(x)[:, -1:]
-    kv = []
-    net(x[:, :3], kv=kv)
-    assert len(kv) == 2
-    assert torch.allclose(net.step(x[:, 3:], kv), full, atol=1e-5)
+    x = torch.randn(2, 7, 9, 32)
+    full = net(x, window)
+    cache = TemporalCache(window or 7)
+    first = net(x[:, :1], window, cache)
+    steps = [net.step(x[:, t:t + 1], cache) for t in range(1, 7)]
+    assert torch.allclose(torch.cat([first, *steps], 1), full, atol=1e-5)
+    assert cache.layers[0][0].shape[2] == (window or 7) - 1
 
 
-def test_too_many_frames_is_a_clear_error():
-    import pytest
-    with pytest.raises(ValueError, match="max_frames"):
-        _net()(torch.randn(1, 7, 9, 32))
+def test_a_window_limits_what_a_frame_sees():
+    net = _net()
+    x = torch.randn(1, 6, 9, 32)
+    x2 = x.clone()
+    x2[:, 1] += torch.randn_like(x2[:, 1])          # frame 1 is 3 frames before frame 4
+    y, y2 = net(x, window=3), net(x2, window=3)
+    # frame 2 and 3 see frame 1 directly; frame 4 only through them, one layer down
+    assert not torch.allclose(y[:, 2], y2[:, 2], atol=1e-3)
+    one_layer = STTransformer(dim=32, depth=1, heads=4, num_spatial=9).eval()
+    assert torch.allclose(one_layer(x, window=3)[:, 4:], one_layer(x2, window=3)[:, 4:], atol=1e-6)
+
+
+def test_time_positions_are_relative():
+    """Rotary time positions: the same frames give the same outputs wherever the clip starts, which is
+    what lets a cache drop its oldest frame and keep the rest."""
+    net = _net()
+    x = torch.randn(1, 4, 9, 32)
+    early, late = TemporalCache(4), TemporalCache(4)
+    late.frames = 100                                # as if 100 frames had come and gone
+    net(x[:, :3], 4, early)                          # frames at positions 0..2
+    for t in range(3):                               # the same frames at positions 100..102
+        net.step(x[:, t:t + 1], late)
+    assert torch.allclose(net.step(x[:, 3:], early), net.step(x[:, 3:], late), atol=1e-5)

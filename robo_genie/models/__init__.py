@@ -14,7 +14,7 @@ PARTS = ("tokenizer", "lam", "dynamics")
 def check_sizes(name: str, m) -> None:
     """Refuse sizes no model can have, naming the setting (before torch meets a zero or a remainder)."""
     nets = {"tokenizer": ("encoder", "decoder"), "lam": ("encoder", "decoder"), "dynamics": ("net",)}
-    positive = {"model.image_size": m.image_size, "model.max_frames": m.max_frames,
+    positive = {"model.image_size": m.image_size,
                 "model.tokenizer.patch": m.tokenizer.patch, "model.tokenizer.code_dim": m.tokenizer.code_dim}
     positive.update({f"model.lam.{k}": m.lam[k] for k in ("patch", "code_dim")} if name == "lam" else {})
     for n in nets[name]:
@@ -34,6 +34,9 @@ def check_sizes(name: str, m) -> None:
         net = m[name][n]
         if net.dim % net.heads:
             raise ValueError(f"model.{name}.{n}.dim={net.dim} is not divisible by model.{name}.{n}.heads={net.heads}")
+        if (net.dim // net.heads) % 2:
+            raise ValueError(f"model.{name}.{n}.dim / heads = {net.dim // net.heads}: the head dim must be even "
+                             f"(rotary time positions rotate pairs of channels)")
 
 
 def build_part(name: str, model_cfg):
@@ -43,9 +46,9 @@ def build_part(name: str, model_cfg):
         raise ValueError(f"unknown part {name!r}; expected one of {PARTS}")
     check_sizes(name, m)
     if name == "tokenizer":
-        return VideoTokenizer(m.tokenizer, m.image_size, m.max_frames)
+        return VideoTokenizer(m.tokenizer, m.image_size)
     if name == "lam":
-        return LatentActionModel(m.lam, m.image_size, m.max_frames)
+        return LatentActionModel(m.lam, m.image_size)
     if name == "dynamics":
         grid = m.image_size // m.tokenizer.patch
         kinds = {"maskgit": DynamicsModel, "latent": LatentDynamics}
@@ -54,5 +57,5 @@ def build_part(name: str, model_cfg):
         if m.dynamics.kind == "maskgit" and m.dynamics.actions != "latent":
             raise ValueError("model.dynamics.actions=recorded needs model.dynamics.kind=latent")
         return kinds[m.dynamics.kind](m.dynamics, m.tokenizer.codebook_size, m.lam.num_actions, grid * grid,
-                             m.max_frames, m.tokenizer.code_dim)
+                                             m.tokenizer.code_dim)
     raise ValueError(f"unknown part {name!r}; expected one of {PARTS}")

@@ -19,12 +19,12 @@ from torch import nn
 
 from robo_genie.config import DynamicsConfig
 from robo_genie.models.action_counts import ActionCounts
-from robo_genie.models.st_transformer import STTransformer
+from robo_genie.models.st_transformer import STTransformer, TemporalCache
 
 
 class DynamicsModel(ActionCounts):
     def __init__(self, cfg: DynamicsConfig, codebook_size: int, num_actions: int, num_spatial: int,
-                 max_frames: int, code_dim: int = 32):
+                 code_dim: int = 32):
         super().__init__(num_actions)
         self.cfg, self.codebook_size = cfg, codebook_size
         d = cfg.net.dim
@@ -32,8 +32,7 @@ class DynamicsModel(ActionCounts):
         self.token_emb = nn.Embedding(codebook_size + 1, d)
         self.head = nn.Linear(d, codebook_size)
         self.action_emb = nn.Embedding(num_actions, d)
-        self.net = STTransformer(d, cfg.net.depth, cfg.net.heads, num_spatial, max_frames,
-                                 cfg.net.mlp_ratio)
+        self.net = STTransformer(d, cfg.net.depth, cfg.net.heads, num_spatial, cfg.net.mlp_ratio)
 
     def _action_embedding(self, actions: torch.Tensor) -> torch.Tensor:
         """actions [B, T-1] -> [B, T, 1, D]: a_{t-1} for frame t, zero for the first frame."""
@@ -41,9 +40,10 @@ class DynamicsModel(ActionCounts):
         first = act.new_zeros(act.shape[0], 1, 1, act.shape[-1])
         return torch.cat([first, act], dim=1)
 
-    def _hidden(self, tokens: torch.Tensor, actions: torch.Tensor, kv: list | None = None) -> torch.Tensor:
+    def _hidden(self, tokens: torch.Tensor, actions: torch.Tensor, window: int | None = None,
+                cache: TemporalCache | None = None) -> torch.Tensor:
         """tokens [B, T, S] (mask_id where masked), actions [B, T-1] -> hidden states [B, T, S, D]."""
-        return self.net(self.token_emb(tokens) + self._action_embedding(actions), kv=kv)
+        return self.net(self.token_emb(tokens) + self._action_embedding(actions), window, cache)
 
     def logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """tokens [B, T, S] (mask_id where masked), actions [B, T-1] -> logits [B, T, S, V]."""
@@ -67,42 +67,53 @@ class DynamicsModel(ActionCounts):
         acc = (logits.argmax(-1) == tokens[mask]).float().mean()
         return loss, {"ce": ce.mean().detach(), "masked_acc": acc.detach()}
 
-    def context_cache(self, context: torch.Tensor, actions: torch.Tensor) -> list:
-        """Temporal keys/values of the known frames [B, t, S] (actions [B, t-1]), computed once:
-        under the causal mask they do not depend on the frame being generated."""
-        kv: list = []
-        self._hidden(context, actions, kv=kv)
-        return kv
+    @staticmethod
+    def attention_window(clip_len: int) -> int:
+        """Frames a new frame attends to, itself included: a training clip's (the last is masked)."""
+        return clip_len
 
-    def next_frame_logits(self, frame: torch.Tensor, action: torch.Tensor, kv: list) -> torch.Tensor:
-        """Logits [B, S, V] for the next frame's tokens [B, S] (mask_id where unknown), led into by
-        action [B], given the context cache; equal to `logits` over the whole clip."""
-        x = self.token_emb(frame[:, None]) + self.action_emb(action)[:, None, None]
-        return self.head(self.net.step(x, kv))[:, 0]
+    @torch.no_grad()
+    def begin(self, tokens: torch.Tensor, actions: torch.Tensor, window: int) -> TemporalCache:
+        """A rollout's cache from its frames so far, tokens [B, t, S] and actions [B, t-1]."""
+        cache = TemporalCache(window)
+        self._hidden(tokens, actions, window, cache)
+        return cache
+
+    def _frame_input(self, frame: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The next frame's tokens [B, S] (mask_id where unknown), led into by action [B] -> [B, 1, S, D]."""
+        return self.token_emb(frame[:, None]) + self.action_emb(action)[:, None, None]
 
     @torch.no_grad()
     def sample_next(self, context: torch.Tensor, actions: torch.Tensor, steps: int | None = None,
                     temperature: float | None = None, generator: torch.Generator | None = None
                     ) -> torch.Tensor:
-        """Predict the tokens of the next frame.
+        """The next frame's tokens [B, S] after context [B, t, S] under actions [B, t] (the last
+        leads into the new frame), from scratch: the whole context attended to."""
+        t = context.shape[1]
+        cache = self.begin(context, actions[:, :t - 1], t + 1)
+        return self.advance(cache, context[:, -1], actions[:, -1], steps, temperature, generator)
 
-        context [B, t, S] known tokens; actions [B, t] (the last one leads into the new frame).
+    @torch.no_grad()
+    def advance(self, cache: TemporalCache, last: torch.Tensor, action: torch.Tensor, steps: int | None = None,
+                temperature: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Predict the tokens [B, S] of the frame after `cache`'s (whose last frame's tokens are
+        `last` [B, S]) under `action` [B], and add it to the cache.
+
         Each round samples every still-masked token, keeps the most confident ones (confidence
         = log-prob + annealed Gumbel noise scaled by `temperature`) on a cosine schedule and
         re-masks the rest. The change weight trains every code but the last frame's token to come
         out log(1 + change_weight) too likely (a cross-entropy weighted by w(y) is minimised by
         probabilities proportional to w(y) p(y)); sampling gives that token the amount back.
-        Returns [B, S].
+        The rounds only query the new frame; one more pass over its final tokens commits it.
         """
         steps = steps or self.cfg.maskgit_steps
         temperature = self.cfg.temperature if temperature is None else temperature
-        b, t, s = context.shape
-        kv = self.context_cache(context, actions[:, :t - 1])
-        frame = torch.full((b, s), self.mask_id, dtype=torch.long, device=context.device)
-        keep = torch.full((b, s, 1), math.log1p(self.cfg.change_weight), device=context.device)
+        b, s = last.shape
+        frame = torch.full((b, s), self.mask_id, dtype=torch.long, device=last.device)
+        keep = torch.full((b, s, 1), math.log1p(self.cfg.change_weight), device=last.device)
         for i in range(steps):
-            logits = self.next_frame_logits(frame, actions[:, t - 1], kv).float()
-            logits = logits.scatter_add(-1, context[:, -1, :, None], keep)
+            logits = self.head(self.net.step(self._frame_input(frame, action), cache, commit=False))[:, 0].float()
+            logits = logits.scatter_add(-1, last[:, :, None], keep)
             masked = frame == self.mask_id
             if self.cfg.token_temperature > 0:   # Gumbel-max: a categorical draw, vectorised
                 draw = (logits / self.cfg.token_temperature + _gumbel(logits.shape, generator, logits.device)).argmax(-1)
@@ -116,6 +127,7 @@ class DynamicsModel(ActionCounts):
             frame = torch.where(masked, draw, frame)
             if n_masked_after > 0:
                 frame = frame.scatter(1, conf.argsort(dim=-1)[:, :n_masked_after], self.mask_id)
+        self.net.step(self._frame_input(frame, action), cache)
         return frame
 
 

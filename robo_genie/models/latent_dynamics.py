@@ -25,12 +25,12 @@ from robo_genie import distributed
 from robo_genie.config import DynamicsConfig
 from robo_genie.models.action_counts import ActionCounts
 from robo_genie.models.quantizer import nearest_code
-from robo_genie.models.st_transformer import STTransformer
+from robo_genie.models.st_transformer import STTransformer, TemporalCache
 
 
 class LatentDynamics(ActionCounts):
     def __init__(self, cfg: DynamicsConfig, codebook_size: int, num_actions: int, num_spatial: int,
-                 max_frames: int, code_dim: int):
+                 code_dim: int):
         super().__init__(num_actions)
         d = cfg.net.dim
         self.register_buffer("codebook", torch.zeros(codebook_size, code_dim))   # the tokenizer's codes
@@ -55,7 +55,7 @@ class LatentDynamics(ActionCounts):
             # bundles trained before the moments existed load with none: their actions pass unscaled
             self._register_load_state_dict_pre_hook(
                 lambda sd, prefix, *a: sd.setdefault(prefix + "action_moments", torch.zeros_like(self.action_moments)))
-        self.net = STTransformer(d, cfg.net.depth, cfg.net.heads, num_spatial, max_frames, cfg.net.mlp_ratio)
+        self.net = STTransformer(d, cfg.net.depth, cfg.net.heads, num_spatial, cfg.net.mlp_ratio)
         # The prediction is a per-position blend of the 3x3 neighbours' vectors (a move by up to a
         # patch) plus a correction; it starts as the identity blend and no correction (a copy).
         self.kernel_out = nn.Linear(d, 9)
@@ -94,17 +94,24 @@ class LatentDynamics(ActionCounts):
         std = torch.where(std > 1e-6, std, torch.ones_like(std))       # constant fields pass through, centred
         return ((actions - mean.to(actions)) / std.to(actions))
 
+    def _inputs(self, vectors: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Code vectors [B, T, S, code_dim] and the actions leading out of them -> the transformer's
+        input [B, T, S, D] and each position's 3x3 neighbourhood [B, T, S, 9, code_dim]."""
+        near = self._neighbours(vectors)
+        if self.recorded:
+            actions = self._standardise(actions)
+        return self.code_in(near.flatten(-2)) + self.action_emb(actions)[:, :, None], near
+
+    def _outputs(self, h: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+        kernel = self.kernel_out(h).float().softmax(-1)
+        return (kernel[..., None] * near).sum(-2) + self.delta_out(h).float()
+
     def predict(self, vectors: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Code vectors of frames 1..T [B, T, S, code_dim] and actions [B, T] (a_t leads out of
         frame t; [B, T, action_dim] floats with recorded actions) -> predicted code vectors of
         frames 2..T+1 (unsnapped). Causal: prediction t sees frames and actions <= t."""
-        near = self._neighbours(vectors)
-        if self.recorded:
-            actions = self._standardise(actions)
-        x = self.code_in(near.flatten(-2)) + self.action_emb(actions)[:, :, None]
-        h = self.net(x)
-        kernel = self.kernel_out(h).float().softmax(-1)
-        return (kernel[..., None] * near).sum(-2) + self.delta_out(h).float()
+        x, near = self._inputs(vectors, actions)
+        return self._outputs(self.net(x), near)
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """tokens [B, T, S], actions [B, T-1] (a_t between frames t and t+1) -> (loss, metrics)."""
@@ -125,12 +132,34 @@ class LatentDynamics(ActionCounts):
         """The nearest code to each vector [..., code_dim] -> [...]."""
         return nearest_code(vectors, self.codebook)
 
+    @staticmethod
+    def attention_window(clip_len: int) -> int:
+        """Frames a new frame attends to, itself included: a training clip's inputs (all but its last frame)."""
+        return max(clip_len - 1, 1)
+
+    @torch.no_grad()
+    def begin(self, tokens: torch.Tensor, actions: torch.Tensor, window: int) -> TemporalCache:
+        """A rollout's cache from its frames so far, tokens [B, t, S] and actions [B, t-1]: every
+        frame but the last, whose action is not known yet, goes in."""
+        cache = TemporalCache(window)
+        if tokens.shape[1] > 1:
+            self.net(self._inputs(self.codebook[tokens[:, :-1]], actions)[0], window, cache)
+        return cache
+
+    @torch.no_grad()
+    def advance(self, cache: TemporalCache, last: torch.Tensor, action: torch.Tensor, steps: int | None = None,
+                temperature: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The tokens [B, S] of the frame after `last` [B, S] (the frame after the cache's) under
+        `action` [B] (or [B, action_dim]); `last` joins the cache. One pass, deterministic: `steps`,
+        `temperature` and `generator` are MaskGIT's, accepted for the same call signature only."""
+        x, near = self._inputs(self.codebook[last][:, None], action[:, None])
+        return self.nearest(self._outputs(self.net.step(x, cache), near)[:, 0])
+
     @torch.no_grad()
     def sample_next(self, context: torch.Tensor, actions: torch.Tensor, steps: int | None = None,
                     temperature: float | None = None, generator: torch.Generator | None = None
                     ) -> torch.Tensor:
         """context [B, t, S] known tokens, actions [B, t] (the last one leads into the new frame)
-        -> the next frame's tokens [B, S]. One pass, deterministic: `steps`, `temperature` and
-        `generator` are MaskGIT's and are accepted for the same call signature only."""
-        pred = self.predict(self.codebook[context], actions)[:, -1]
-        return self.nearest(pred)
+        -> the next frame's tokens [B, S], from scratch: the whole context attended to."""
+        cache = self.begin(context, actions[:, :-1], context.shape[1])
+        return self.advance(cache, context[:, -1], actions[:, -1])

@@ -4,6 +4,11 @@ A block attends over the H*W tokens of one frame (spatial), then causally over t
 one spatial position (temporal), then applies one feed-forward layer. Compute and memory grow
 linearly with the number of frames instead of quadratically as in full video attention.
 
+Positions: learned embeddings in space; rotary embeddings (RoPE) in time, so temporal attention
+depends only on how many frames apart two frames are. That is what lets play keep a rolling cache
+of the last frames' keys and values (`TemporalCache`) and drop the oldest without recomputing the
+rest: a frame's cached keys stay valid however much history came before it.
+
 Tensors are laid out [batch, time, space, dim] throughout.
 """
 
@@ -21,6 +26,24 @@ def _norm_like(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
 
 
+def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotate x [N, heads, L, head_dim] by its positions [L] (RoPE, half-split pairs): the dot
+    product of a rotated query and key depends only on the difference of their positions."""
+    half = x.shape[-1] // 2
+    freqs = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = positions.to(x.device, torch.float32)[:, None] * freqs
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def banded_causal_mask(t: int, window: int, device) -> torch.Tensor:
+    """[t, t] True where frame i may attend to frame j: j <= i and i - j < window."""
+    i = torch.arange(t, device=device)
+    gap = i[:, None] - i[None, :]
+    return (gap >= 0) & (gap < window)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with QK-norm (RMSNorm on queries and keys, for stable bf16)."""
 
@@ -35,16 +58,22 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(head_dim)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [N, L, D] -> q, k, v [N, heads, L, head_dim], with q and k normalised."""
+    def project(self, x: torch.Tensor, positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [N, L, D] -> q, k, v [N, heads, L, head_dim], with q and k normalised (and rotated
+        by `positions` [L], for temporal attention)."""
         q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
-        return _norm_like(self.q_norm, q), _norm_like(self.k_norm, k), v
+        q, k = _norm_like(self.q_norm, q), _norm_like(self.k_norm, k)
+        if positions is not None:
+            q, k = rotary(q, positions), rotary(k, positions)
+        return q, k, v
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         return self.out(rearrange(y, "n h l d -> n l (h d)"))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [N, L, D]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [N, L, D], spatial: no positions here
         return self.attend(*self.project(x), causal=self.causal)
 
 
@@ -66,27 +95,29 @@ class STBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, mlp_ratio)
 
-    def forward(self, x: torch.Tensor, kv: list | None = None) -> torch.Tensor:  # x: [B, T, S, D]
-        """Full causal pass. If `kv` is a list, this layer's temporal keys/values are appended to it."""
+    def forward(self, x: torch.Tensor, window: int | None = None) -> tuple[torch.Tensor, tuple]:
+        """Full pass over x [B, T, S, D]: each frame attends to itself and, when causal, the
+        `window - 1` frames before it (all earlier frames if window is None). Also returns this
+        layer's temporal keys/values, for a cache."""
+        b, t = x.shape[:2]
+        x = self._spatial(x)
+        q, k, v = self.temporal.project(rearrange(self.norm_t(x), "b t s d -> (b s) t d"),
+                                        torch.arange(t, device=x.device))
+        mask = banded_causal_mask(t, window, x.device) if self.temporal.causal and window and t > window else None
+        x = x + rearrange(self.temporal.attend(q, k, v, self.temporal.causal, mask), "(b s) t d -> b t s d", b=b)
+        return x + self.ff(self.norm_ff(x)), (k, v)
+
+    def step(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, position: int
+             ) -> tuple[torch.Tensor, tuple]:
+        """One new frame x [B, 1, S, D] at `position`, attending to itself and to the cached keys/
+        values of the frames before it. Returns its output and its own keys/values."""
         b = x.shape[0]
         x = self._spatial(x)
-        q, k, v = self.temporal.project(rearrange(self.norm_t(x), "b t s d -> (b s) t d"))
-        if kv is not None:
-            kv.append((k, v))
-        x = x + rearrange(self.temporal.attend(q, k, v, self.temporal.causal), "(b s) t d -> b t s d", b=b)
-        return x + self.ff(self.norm_ff(x))
-
-    def step(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """One new frame x [B, 1, S, D] attending to cached keys/values of the frames before it.
-
-        Under the causal mask earlier frames never depend on later ones, so their keys/values
-        can be computed once and reused for every MaskGIT round of the new frame."""
-        b = x.shape[0]
-        x = self._spatial(x)
-        q, k, v = self.temporal.project(rearrange(self.norm_t(x), "b t s d -> (b s) t d"))
-        k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        x = x + rearrange(self.temporal.attend(q, k, v, causal=False), "(b s) t d -> b t s d", b=b)
-        return x + self.ff(self.norm_ff(x))
+        q, k, v = self.temporal.project(rearrange(self.norm_t(x), "b t s d -> (b s) t d"),
+                                        torch.tensor([position], device=x.device))
+        keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        x = x + rearrange(self.temporal.attend(q, keys, values), "(b s) t d -> b t s d", b=b)
+        return x + self.ff(self.norm_ff(x)), (k, v)
 
     def _spatial(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
@@ -94,35 +125,63 @@ class STBlock(nn.Module):
         return x + rearrange(self.spatial(s), "(b t) s d -> b t s d", b=b, t=t)
 
 
-class STTransformer(nn.Module):
-    """A stack of ST blocks with learned spatial and temporal position embeddings."""
+class TemporalCache:
+    """The temporal keys/values a new frame attends to, per layer: those of the last `window - 1`
+    frames. Adding a frame drops the oldest once the window is full; with rotary positions the
+    others stay valid, so a play step costs the same after 1 frame or 1000."""
 
-    def __init__(self, dim: int, depth: int, heads: int, num_spatial: int, max_frames: int,
-                 mlp_ratio: float = 4.0, causal: bool = True):
+    def __init__(self, window: int):
+        if window < 1:
+            raise ValueError(f"a temporal window of {window} frames: needs at least 1")
+        self.window = window
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.frames = 0                  # frames added so far: the next frame's position
+
+    def add(self, layers: list[tuple[torch.Tensor, torch.Tensor]], frames: int = 1) -> None:
+        """Append `frames` frames' keys/values (one (k, v) per layer, time on dim 2)."""
+        keep = self.window - 1
+        if self.layers is not None:
+            layers = [(torch.cat([k0, k], 2), torch.cat([v0, v], 2)) for (k0, v0), (k, v) in zip(self.layers, layers)]
+        self.layers = [(k[:, :, max(0, k.shape[2] - keep):], v[:, :, max(0, v.shape[2] - keep):]) for k, v in layers]
+        self.frames += frames
+
+
+class STTransformer(nn.Module):
+    """A stack of ST blocks with learned spatial and rotary temporal position embeddings."""
+
+    def __init__(self, dim: int, depth: int, heads: int, num_spatial: int, mlp_ratio: float = 4.0,
+                 causal: bool = True):
         super().__init__()
+        if (dim // heads) % 2:
+            raise ValueError(f"dim {dim} / heads {heads} = {dim // heads}: rotary time positions need an even head dim")
         self.pos_space = nn.Parameter(torch.zeros(num_spatial, dim))
-        self.pos_time = nn.Parameter(torch.zeros(max_frames, dim))
         nn.init.normal_(self.pos_space, std=0.02)
-        nn.init.normal_(self.pos_time, std=0.02)
         self.blocks = nn.ModuleList(STBlock(dim, heads, mlp_ratio, causal) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
-    def _embed(self, x: torch.Tensor, t0: int) -> torch.Tensor:
-        t, s = x.shape[1], x.shape[2]
-        if t0 + t > self.pos_time.shape[0]:
-            raise ValueError(f"{t0 + t} frames exceed the model's max_frames={self.pos_time.shape[0]}")
-        return x + self.pos_space[:s] + self.pos_time[t0:t0 + t, None]
-
-    def forward(self, x: torch.Tensor, kv: list | None = None) -> torch.Tensor:  # x: [B, T, S, D]
-        """All frames at once; with `kv=[]`, also collects every layer's temporal keys/values."""
-        x = self._embed(x, 0)
+    def forward(self, x: torch.Tensor, window: int | None = None, cache: TemporalCache | None = None
+                ) -> torch.Tensor:
+        """All frames at once, x [B, T, S, D]. `window`: how many frames each frame attends to,
+        itself included (None: all earlier ones). `cache` (empty): filled with the keys/values the
+        frame after these would attend to, to continue with `step`."""
+        x = x + self.pos_space[:x.shape[2]]
+        layers = []
         for block in self.blocks:
-            x = block(x, kv)
+            x, kv = block(x, window)
+            layers.append(kv)
+        if cache is not None:
+            cache.add(layers, frames=x.shape[1])
         return self.norm(x)
 
-    def step(self, x: torch.Tensor, kv: list) -> torch.Tensor:
-        """The frame after those whose keys/values are in `kv` (from `forward(..., kv=[])`)."""
-        x = self._embed(x, kv[0][0].shape[2])
-        for block, past in zip(self.blocks, kv):
-            x = block.step(x, past)
+    def step(self, x: torch.Tensor, cache: TemporalCache, commit: bool = True) -> torch.Tensor:
+        """The frame after those in `cache`, x [B, 1, S, D]. The same output as a full pass over
+        all frames with the cache's window. `commit`: add the frame to the cache (MaskGIT rounds
+        query a frame several times and commit only its final tokens)."""
+        x = x + self.pos_space[:x.shape[2]]
+        layers = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block.step(x, cache.layers[i] if cache.layers and cache.window > 1 else None, cache.frames)
+            layers.append(kv)
+        if commit:
+            cache.add(layers)
         return self.norm(x)

@@ -9,7 +9,7 @@ from torch import nn
 
 from robo_genie.config import TokenizerConfig
 from robo_genie.models.quantizer import Quantizer, codebook_stats
-from robo_genie.models.st_transformer import STTransformer
+from robo_genie.models.st_transformer import STTransformer, TemporalCache
 
 
 def patchify(video: torch.Tensor, p: int) -> torch.Tensor:
@@ -46,7 +46,7 @@ class PixelRefiner(nn.Module):
 class VideoTokenizer(nn.Module):
     """Video [B, T, H, W, 3] in [0, 1] <-> discrete tokens [B, T, h, w]."""
 
-    def __init__(self, cfg: TokenizerConfig, image_size: int, max_frames: int):
+    def __init__(self, cfg: TokenizerConfig, image_size: int):
         super().__init__()
         if image_size % cfg.patch:
             raise ValueError(f"image_size {image_size} is not a multiple of tokenizer.patch {cfg.patch}")
@@ -55,12 +55,12 @@ class VideoTokenizer(nn.Module):
         n, patch_dim = self.grid ** 2, 3 * cfg.patch ** 2
         enc, dec = cfg.encoder, cfg.decoder
         self.patch_in = nn.Linear(patch_dim, enc.dim)
-        self.encoder = STTransformer(enc.dim, enc.depth, enc.heads, n, max_frames, enc.mlp_ratio)
+        self.encoder = STTransformer(enc.dim, enc.depth, enc.heads, n, enc.mlp_ratio)
         self.to_code = nn.Linear(enc.dim, cfg.code_dim)
         self.quantizer = Quantizer(cfg.code_dim, cfg.codebook_size, cfg.commitment_weight,
                                    cfg.ema_decay, cfg.dead_code_threshold)
         self.from_code = nn.Linear(cfg.code_dim, dec.dim)
-        self.decoder = STTransformer(dec.dim, dec.depth, dec.heads, n, max_frames, dec.mlp_ratio)
+        self.decoder = STTransformer(dec.dim, dec.depth, dec.heads, n, dec.mlp_ratio)
         self.patch_out = nn.Linear(dec.dim, patch_dim)
         self.refine = PixelRefiner(cfg.refine_channels) if cfg.refine_channels > 0 else None
 
@@ -72,11 +72,22 @@ class VideoTokenizer(nn.Module):
         _, idx, _ = self.quantizer(self.encode_continuous(video))
         return idx.reshape(*idx.shape[:2], self.grid, self.grid)
 
-    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Code vectors [B, T, S, code_dim] -> video [B, T, H, W, 3] (unclamped)."""
-        patches = self.patch_out(self.decoder(self.from_code(codes)))
-        video = unpatchify(patches, self.cfg.patch, self.grid)
+    def decode_codes(self, codes: torch.Tensor, window: int | None = None,
+                     cache: TemporalCache | None = None) -> torch.Tensor:
+        """Code vectors [B, T, S, code_dim] -> video [B, T, H, W, 3] (unclamped). `window`, `cache`:
+        as in STTransformer.forward, to go on decoding frame by frame with `decode_step`."""
+        return self._pixels(self.decoder(self.from_code(codes), window, cache))
+
+    def _pixels(self, h: torch.Tensor) -> torch.Tensor:
+        video = unpatchify(self.patch_out(h), self.cfg.patch, self.grid)
         return video if self.refine is None else self.refine(video)
+
+    @torch.no_grad()
+    def decode_step(self, tokens: torch.Tensor, cache: TemporalCache) -> torch.Tensor:
+        """The frame after the cache's, from its token indices [B, S] -> [B, H, W, 3] in [0, 1]; it
+        joins the cache. Equal to decoding the whole video with the cache's window."""
+        h = self.decoder.step(self.from_code(self.quantizer.lookup(tokens))[:, None], cache)
+        return self._pixels(h)[:, 0].clamp(0, 1)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token indices [B, T, h, w] -> video in [0, 1]."""

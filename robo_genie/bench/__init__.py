@@ -1,9 +1,8 @@
-"""`robo-genie bench ...`: speed measured as JSON, with the hardware it ran on.
+"""`robo-genie bench sim|data|train|play`: speed measured as JSON, with the hardware it ran on.
 
-bench data: see robo_genie/bench_data.py. bench train: see robo_genie/bench_train.py.
-
-bench sim: MuJoCo episodes rendered per second, per worker count (each count renders the same
-episodes into a scratch folder; the median of `repeats` runs is reported).
+One module per benchmark: sim.py (MuJoCo episodes rendered per second), data.py (ingest and the
+loader against what the GPUs consume), train.py (training steps, MFU), play.py (frames per second
+while playing, with and without the rolling caches).
 """
 
 from __future__ import annotations
@@ -11,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,44 +35,20 @@ def hardware() -> dict:
     return info
 
 
-def bench_sim(scene: str, episodes: int, episode_len: int, resolution: int, workers: list[int],
-              repeats: int = 3) -> dict:
-    from robo_genie.sim.generate import generate
-
-    rows = []
-    for w in workers:
-        times = []
-        for _ in range(repeats):
-            scratch = Path(tempfile.mkdtemp(prefix="robo_genie_bench_"))
-            try:
-                t0 = time.perf_counter()
-                generate(scratch / "shards", episodes, episode_len, resolution, workers=w, progress=False, scene=scene)
-                times.append(time.perf_counter() - t0)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        sec = statistics.median(times)
-        rows.append({"workers": w, "median_seconds": round(sec, 3), "seconds": [round(t, 3) for t in times],
-                     "episodes_per_s": round(episodes / sec, 3),
-                     "episodes_per_s_per_worker": round(episodes / sec / w, 3),
-                     "frames_per_s": round(episodes * episode_len / sec, 1)})
-    base = rows[0]["episodes_per_s"]
-    for r in rows:
-        r["speedup_vs_first"] = round(r["episodes_per_s"] / base, 2)
-    return {"benchmark": "sim", "scene": scene, "episodes": episodes, "episode_len": episode_len,
-            "resolution": resolution, "repeats": repeats,
-            "note": "wall time includes starting the worker processes and writing shards", "results": rows}
-
-
 def run_bench(cfg) -> dict:
-    if cfg.what not in ("sim", "data", "train"):
-        raise ValueError(f"robo-genie bench: unknown benchmark {cfg.what!r}; available: sim, data, train")
+    if cfg.what not in ("sim", "data", "train", "play"):
+        raise ValueError(f"robo-genie bench: unknown benchmark {cfg.what!r}; available: sim, data, train, play")
     if cfg.what == "sim":
+        from robo_genie.bench.sim import bench_sim
         result = bench_sim(cfg.scene, cfg.episodes, cfg.episode_len, cfg.resolution, list(cfg.workers), cfg.repeats)
     elif cfg.what == "train":
-        from robo_genie.bench_train import bench_train
+        from robo_genie.bench.train import bench_train
         result = bench_train(cfg)
+    elif cfg.what == "play":
+        from robo_genie.bench.play import bench_play
+        result = bench_play(cfg)
     else:
-        from robo_genie.bench_data import bench_data
+        from robo_genie.bench.data import bench_data
         result = bench_data(cfg)
     result["hardware"] = hardware()
     result["date"] = time.strftime("%Y-%m-%d")
