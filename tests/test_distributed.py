@@ -1,5 +1,6 @@
 """torchrun + FSDP2 on CPU (gloo), 2 processes against 1: the same losses at the same global batch,
-codebooks that agree across ranks, and a sharded checkpoint written by 2 processes that resumes in 1."""
+codebooks that agree across ranks, and checkpoints that resume with another number of processes
+(2 -> 1 and 1 -> 2)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,18 @@ def test_a_checkpoint_of_two_processes_resumes_in_one(single, sim_shards, tmp_pa
     _run(_args(sim_shards, run, 2, "halt_at_step=3"), 2)
     assert (run / "checkpoints" / "tokenizer" / "step_0000003" / "sharded").is_dir()
     log = _run(_args(sim_shards, run, 4), 1)          # one process, the same global batch
+    assert "resuming from" in log and "(step 3/6)" in log
+    a = load_file(str(single / "bundle" / "tokenizer.safetensors"))
+    b = load_file(str(run / "bundle" / "tokenizer.safetensors"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4), k
+
+
+def test_a_checkpoint_of_one_process_resumes_in_two(single, sim_shards, tmp_path):
+    run = tmp_path / "run"
+    _run(_args(sim_shards, run, 4, "halt_at_step=3"), 1)
+    assert (run / "checkpoints" / "tokenizer" / "step_0000003" / "model.safetensors").is_file()
+    log = _run(_args(sim_shards, run, 2), 2)          # two processes, the same global batch
     assert "resuming from" in log and "(step 3/6)" in log
     a = load_file(str(single / "bundle" / "tokenizer.safetensors"))
     b = load_file(str(run / "bundle" / "tokenizer.safetensors"))

@@ -67,3 +67,14 @@ def test_time_positions_are_relative():
     for t in range(3):                               # the same frames at positions 100..102
         net.step(x[:, t:t + 1], late)
     assert torch.allclose(net.step(x[:, 3:], early), net.step(x[:, 3:], late), atol=1e-5)
+
+
+def test_learned_frame_positions_read_whole_windows_only():
+    """The tokenizer's encoder and the LAM keep a learned embedding per frame: a window longer than
+    their table, or a frame-by-frame step, is refused with a message."""
+    net = STTransformer(dim=32, depth=1, heads=4, num_spatial=9, learned_frames=3).eval()
+    assert net(torch.randn(1, 3, 9, 32)).shape == (1, 3, 9, 32)
+    with pytest.raises(ValueError, match="exceed the 3"):
+        net(torch.randn(1, 4, 9, 32))
+    with pytest.raises(ValueError, match="no frame-by-frame step"):
+        net.step(torch.randn(1, 1, 9, 32), TemporalCache(3))

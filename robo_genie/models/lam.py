@@ -15,7 +15,7 @@ from torch import nn
 
 from robo_genie.config import LAMConfig
 from robo_genie.models.quantizer import Quantizer, codebook_stats
-from robo_genie.models.st_transformer import STTransformer
+from robo_genie.models.st_transformer import WINDOW_FRAMES, STTransformer
 from robo_genie.models.tokenizer import patchify, unpatchify
 
 
@@ -56,7 +56,7 @@ class LatentActionModel(nn.Module):
             # otherwise be drowned in the sum (measured: supervised direction accuracy stays at
             # chance for 300 steps without this).
             self.enc_diff = nn.Sequential(nn.Linear(patch_dim, enc.dim), nn.LayerNorm(enc.dim))
-        self.encoder = STTransformer(enc.dim, enc.depth, enc.heads, n, enc.mlp_ratio)
+        self.encoder = STTransformer(enc.dim, enc.depth, enc.heads, n, enc.mlp_ratio, learned_frames=WINDOW_FRAMES)
         # Attention pooling over a frame's patches: motion fills a few patches, appearance all of
         # them, so a mean would be dominated by appearance.
         self.pool_key = nn.Linear(enc.dim, 1)
@@ -68,7 +68,7 @@ class LatentActionModel(nn.Module):
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.dec_in = nn.Linear(patch_dim, dec.dim)
         self.action_in = nn.Linear(cfg.code_dim, dec.dim)
-        self.decoder = STTransformer(dec.dim, dec.depth, dec.heads, n, dec.mlp_ratio)
+        self.decoder = STTransformer(dec.dim, dec.depth, dec.heads, n, dec.mlp_ratio, learned_frames=WINDOW_FRAMES)
         self.dec_out = nn.Linear(dec.dim, patch_dim)
         if cfg.decoder_kernel > 0:
             # Each patch predicts a separable k x k kernel that resamples frame t locally (CDNA-style, Finn

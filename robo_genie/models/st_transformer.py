@@ -39,6 +39,9 @@ def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
 
 
+WINDOW_FRAMES = 16      # frames a learned-position part (tokenizer encoder, LAM) has embeddings for
+
+
 def banded_causal_mask(t: int, window: int, device) -> torch.Tensor:
     """[t, t] True where frame i may attend to frame j: j <= i and i - j < window."""
     i = torch.arange(t, device=device)
@@ -88,8 +91,9 @@ class FeedForward(nn.Sequential):
 class STBlock(nn.Module):
     """Spatial attention -> causal temporal attention -> one feed-forward (no FFW after spatial)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, causal: bool = True):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, causal: bool = True, rotary: bool = True):
         super().__init__()
+        self.rotary = rotary
         self.norm_s = nn.LayerNorm(dim)
         self.spatial = Attention(dim, heads, causal=False)
         self.norm_t = nn.LayerNorm(dim)
@@ -104,7 +108,7 @@ class STBlock(nn.Module):
         b, t = x.shape[:2]
         x = self._spatial(x)
         q, k, v = self.temporal.project(rearrange(self.norm_t(x), "b t s d -> (b s) t d"),
-                                        torch.arange(t, device=x.device))
+                                        torch.arange(t, device=x.device) if self.rotary else None)
         mask = banded_causal_mask(t, window, x.device) if self.temporal.causal and window and t > window else None
         x = x + rearrange(self.temporal.attend(q, k, v, self.temporal.causal, mask), "(b s) t d -> b t s d", b=b)
         return x + self.ff(self.norm_ff(x)), (k, v)
@@ -149,24 +153,41 @@ class TemporalCache:
 
 
 class STTransformer(nn.Module):
-    """A stack of ST blocks with learned spatial and rotary temporal position embeddings."""
+    """A stack of ST blocks with learned spatial position embeddings and, in time, either rotary
+    positions (default: what a part that plays frame by frame needs, with a TemporalCache) or, with
+    `learned_frames=N`, a learned embedding for each of N frames: for parts that only ever read
+    whole windows (the tokenizer's encoder, the LAM), where it is what they were tuned with (the
+    LAM found fewer of the demo's moves with rotary positions: NMI 0.36 and 0.39 against 0.55 and
+    0.49 at seeds 0 and 2, NOTES.md, eleventh round)."""
 
     def __init__(self, dim: int, depth: int, heads: int, num_spatial: int, mlp_ratio: float = 4.0,
-                 causal: bool = True):
+                 causal: bool = True, learned_frames: int = 0):
         super().__init__()
         if (dim // heads) % 2:
             raise ValueError(f"dim {dim} / heads {heads} = {dim // heads}: rotary time positions need an even head dim")
         self.pos_space = nn.Parameter(torch.zeros(num_spatial, dim))
+        self.pos_time = nn.Parameter(torch.zeros(learned_frames, dim)) if learned_frames else None
         nn.init.normal_(self.pos_space, std=0.02)
-        self.blocks = nn.ModuleList(STBlock(dim, heads, mlp_ratio, causal) for _ in range(depth))
+        if self.pos_time is not None:
+            nn.init.normal_(self.pos_time, std=0.02)
+        self.blocks = nn.ModuleList(STBlock(dim, heads, mlp_ratio, causal, rotary=not learned_frames)
+                                    for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos_space[:x.shape[2]]
+        if self.pos_time is None:
+            return x
+        if x.shape[1] > len(self.pos_time):
+            raise ValueError(f"{x.shape[1]} frames exceed the {len(self.pos_time)} this part has positions for")
+        return x + self.pos_time[:x.shape[1], None]
 
     def forward(self, x: torch.Tensor, window: int | None = None, cache: TemporalCache | None = None
                 ) -> torch.Tensor:
         """All frames at once, x [B, T, S, D]. `window`: how many frames each frame attends to,
         itself included (None: all earlier ones). `cache` (empty): filled with the keys/values the
         frame after these would attend to, to continue with `step`."""
-        x = x + self.pos_space[:x.shape[2]]
+        x = self._embed(x)
         layers = []
         for block in self.blocks:
             x, kv = block(x, window)
@@ -179,6 +200,8 @@ class STTransformer(nn.Module):
         """The frame after those in `cache`, x [B, 1, S, D]. The same output as a full pass over
         all frames with the cache's window. `commit`: add the frame to the cache (MaskGIT rounds
         query a frame several times and commit only its final tokens)."""
+        if self.pos_time is not None:
+            raise ValueError("a part with learned frame positions reads whole windows; it has no frame-by-frame step")
         x = x + self.pos_space[:x.shape[2]]
         layers = []
         for i, block in enumerate(self.blocks):

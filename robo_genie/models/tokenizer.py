@@ -9,7 +9,7 @@ from torch import nn
 
 from robo_genie.config import TokenizerConfig
 from robo_genie.models.quantizer import Quantizer, codebook_stats
-from robo_genie.models.st_transformer import STTransformer, TemporalCache
+from robo_genie.models.st_transformer import WINDOW_FRAMES, STTransformer, TemporalCache
 
 
 def patchify(video: torch.Tensor, p: int) -> torch.Tensor:
@@ -55,7 +55,7 @@ class VideoTokenizer(nn.Module):
         n, patch_dim = self.grid ** 2, 3 * cfg.patch ** 2
         enc, dec = cfg.encoder, cfg.decoder
         self.patch_in = nn.Linear(patch_dim, enc.dim)
-        self.encoder = STTransformer(enc.dim, enc.depth, enc.heads, n, enc.mlp_ratio)
+        self.encoder = STTransformer(enc.dim, enc.depth, enc.heads, n, enc.mlp_ratio, learned_frames=WINDOW_FRAMES)
         self.to_code = nn.Linear(enc.dim, cfg.code_dim)
         self.quantizer = Quantizer(cfg.code_dim, cfg.codebook_size, cfg.commitment_weight,
                                    cfg.ema_decay, cfg.dead_code_threshold)

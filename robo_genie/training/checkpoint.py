@@ -75,8 +75,10 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
             model_state, optim_state = get_state_dict(model, optimizer)
             dcp.save({"model": model_state, "optim": optim_state}, storage_writer=JsonIndexWriter(tmp / SHARDED))
         else:
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
             save_file(state_dict_for_save(model), str(tmp / "model.safetensors"))
-            state["optimizer"] = optimizer.state_dict()
+            # keyed by parameter name, not position: any number of processes can load it
+            state["optimizer"] = get_optimizer_state_dict(model, optimizer)
         distributed.barrier()
         if distributed.is_main():
             torch.save(state, tmp / "state.pt")
@@ -103,9 +105,15 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return folder / json.loads(pointer.read_text())["dir"]
 
 
+def _by_name(optimizer_state: dict) -> bool:
+    """Whether an optimizer state is keyed by parameter name (since 2026-12-01) or by position."""
+    return all(isinstance(k, str) for k in optimizer_state.get("state", {}))
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Restore model, optimizer and RNG; return the step to continue from. A sharded checkpoint
-    loads into any number of processes (torch.distributed.checkpoint reshards), one included."""
+    loads into any number of processes (torch.distributed.checkpoint reshards), one included; so
+    does one process's."""
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     if (path / SHARDED).is_dir():
         import torch.distributed.checkpoint as dcp
@@ -115,9 +123,14 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         both = {"model": model_state, "optim": optim_state}
         load_sharded(both, path / SHARDED)
         set_state_dict(model, optimizer, model_state_dict=both["model"], optim_state_dict=both["optim"])
+    elif _by_name(state["optimizer"]):
+        # one process's checkpoint, into one process or into the shards of several
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        set_state_dict(model, optimizer, model_state_dict=load_file(str(path / "model.safetensors"), device="cpu"),
+                       optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
     elif distributed.active():
-        raise ValueError(f"{path} was written by a single process; resume it with a single process (it then "
-                         f"continues in the sharded format under torchrun from its next checkpoint)")
+        raise ValueError(f"{path} was written by a single process before 2026-12-01; resume it with a single "
+                         f"process (it then continues in a format any number of processes read)")
     else:
         model.load_state_dict(load_file(str(path / "model.safetensors"), device="cpu"))
         optimizer.load_state_dict(state["optimizer"])
