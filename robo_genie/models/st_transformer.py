@@ -4,10 +4,12 @@ A block attends over the H*W tokens of one frame (spatial), then causally over t
 one spatial position (temporal), then applies one feed-forward layer. Compute and memory grow
 linearly with the number of frames instead of quadratically as in full video attention.
 
-Positions: learned embeddings in space; rotary embeddings (RoPE) in time, so temporal attention
-depends only on how many frames apart two frames are. That is what lets play keep a rolling cache
-of the last frames' keys and values (`TemporalCache`) and drop the oldest without recomputing the
-rest: a frame's cached keys stay valid however much history came before it.
+Positions: learned embeddings in space. In time, rotary embeddings (RoPE) for the parts that play
+streams frame by frame (the dynamics model, the tokenizer's decoder): temporal attention then
+depends only on how many frames apart two frames are, which lets play keep a rolling cache of the
+last frames' keys and values (`TemporalCache`) and drop the oldest without recomputing the rest.
+The parts that only read whole windows (the tokenizer's encoder, the LAM) keep a learned embedding
+per frame (`learned_frames`).
 
 Tensors are laid out [batch, time, space, dim] throughout.
 """
