@@ -42,7 +42,7 @@ def _world(cfg, device: torch.device) -> World:
 @torch.no_grad()
 def _uncached_step(world: World, action: torch.Tensor) -> torch.Tensor:
     """One step recomputed from scratch over the window (no caches)."""
-    ctx = world._tokens[:, -(world.window - 1):] if world.window > 1 else world._tokens[:, -1:]
+    ctx = world._tokens[:, -max(world.window - 1, 1):]
     acts = torch.cat([world._actions, action[:, None]], 1)[:, -ctx.shape[1]:]
     nxt = world.dynamics.sample_next(ctx, acts, world.maskgit_steps, world.temperature, world.generator)
     world._tokens = torch.cat([world._tokens, nxt[:, None]], 1)

@@ -34,7 +34,7 @@ def check_sizes(name: str, m) -> None:
         net = m[name][n]
         if net.dim % net.heads:
             raise ValueError(f"model.{name}.{n}.dim={net.dim} is not divisible by model.{name}.{n}.heads={net.heads}")
-        if (net.dim // net.heads) % 2:
+        if n != "encoder" and name != "lam" and (net.dim // net.heads) % 2:      # the nets with rotary time positions
             raise ValueError(f"model.{name}.{n}.dim / heads = {net.dim // net.heads}: the head dim must be even "
                              f"(rotary time positions rotate pairs of channels)")
 
