@@ -54,15 +54,20 @@ def read_meta(path: str | Path) -> dict:
 
 def load_model_config(path: str | Path) -> DictConfig:
     """The bundle's model config, validated against the ModelConfig schema. Bundles from before the
-    ST transformer's rotary time positions (2026-12-01) learned one embedding per frame instead,
-    which no current model has: they are refused with the command that trains a new one."""
+    ST transformer's rotary time positions (2026-12-01) learned one embedding per frame, and bundles
+    from before the LAM's FSQ actions (2026-12-02) carry a learnt action codebook; no current model
+    has either, so they are refused with the command that trains a new one."""
     read_meta(path)                       # a folder that is not a bundle is named as such
     raw = OmegaConf.load(Path(path) / "config.yaml")
+    retrain = ("Train a new bundle with `robo-genie train stage=all data.path=SHARDS out=RUN` (or "
+               "`robo-genie demo`).")
     if "max_frames" in raw:
         raise BundleError(f"{path} was trained by an older robo_genie, whose models learned a position "
                           f"embedding per frame (model.max_frames); today's use rotary time positions, which let "
-                          f"play cache past frames. Train a new bundle with `robo-genie train stage=all "
-                          f"data.path=SHARDS out=RUN` (or `robo-genie demo`).")
+                          f"play cache past frames. {retrain}")
+    if "code_dim" in raw.get("lam", {}):
+        raise BundleError(f"{path} was trained by an older robo_genie, whose LAM learnt a codebook of latent "
+                          f"actions (model.lam.code_dim); today's quantises them with fixed levels (FSQ). {retrain}")
     return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
 
 

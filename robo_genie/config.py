@@ -37,22 +37,31 @@ class TokenizerConfig:
     refine_channels: int = 0          # hidden channels of a residual conv head on decoded frames (0 = none)
 
 
+def action_levels(num_actions: int) -> list[int]:
+    """The LAM's FSQ levels for |A| codes: |A|'s prime factors, one channel each (8 -> [2, 2, 2]:
+    three binary channels)."""
+    levels, n, f = [], num_actions, 2
+    while n > 1 and f * f <= n:
+        while n % f == 0:
+            levels.append(f)
+            n //= f
+        f += 1
+    return levels + ([n] if n > 1 else [])
+
+
 @dataclass
 class LAMConfig:
     patch: int = 16
-    num_actions: int = 8              # |A|
-    code_dim: int = 32
+    num_actions: int = 8              # |A|: FSQ over action_levels(|A|), 8 = 2 x 2 x 2
     encoder: STConfig = field(default_factory=STConfig)
     decoder: STConfig = field(default_factory=STConfig)
-    commitment_weight: float = 0.25
-    ema_decay: float = 0.9
-    dead_code_threshold: float = 2.0
     # The encoder also reads x_t - x_{t-1}: motion is then a first-order input feature.
     diff_input: bool = True
     # Without the kernel decoder (decoder_kernel=0): predict a change on top of frame t in logit
     # space (still a sigmoid output), so what is left to explain is what moved.
     residual_pixels: bool = True
-    # Training steps that bypass the quantiser before its k-means initialisation.
+    # Training steps whose actions pass unrounded (tanh) before FSQ rounding starts: without them the
+    # codes are fixed before the encoder has learnt to see motion.
     continuous_warmup_steps: int = 100
     # Each decoder patch predicts a separable k x k resampling kernel over frame t (0 disables).
     decoder_kernel: int = 7
@@ -96,13 +105,13 @@ def _st(dim: int, depth: int, heads: int) -> STConfig:
 # Tiny: sized so that the whole demo (data, three trainings, eval) fits ten minutes on 2 CPU cores.
 # The LAM uses patch 8 instead of the paper's 16: at 64x64 a 16-px patch holds the whole gripper,
 # and direction of motion was not recovered (NMI <= 0.35 vs 0.46 at patch 8; see NOTES.md).
-# The dynamics model predicts each token near a blend of the last frame's neighbouring code vectors
-# (copy_mode=blend): the demo's moves are smaller than a 4-px patch (NOTES.md, fourth and fifth rounds).
+# The dynamics model regresses the next frame's code vectors from a blend of the last frame's
+# neighbouring ones: the demo's moves are smaller than a 4-px patch (NOTES.md, ninth round).
 TINY = ModelConfig(
     name="tiny",
     tokenizer=TokenizerConfig(patch=4, codebook_size=2048, code_dim=32, refine_channels=32,
                               encoder=_st(64, 2, 4), decoder=_st(64, 2, 4)),
-    lam=LAMConfig(patch=8, num_actions=8, code_dim=32, encoder=_st(96, 2, 4), decoder=_st(96, 2, 4)),
+    lam=LAMConfig(patch=8, num_actions=8, encoder=_st(96, 2, 4), decoder=_st(96, 2, 4)),
     dynamics=DynamicsConfig(kind="latent", net=_st(96, 2, 4)),
 )
 # Small: the paper's CoinRun case study (tokenizer 8L d512, LAM 8L d512, dynamics 12L d512).

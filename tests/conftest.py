@@ -25,7 +25,7 @@ MICRO = [
     "model.tokenizer.codebook_size=64", "model.tokenizer.code_dim=8",
     "model.tokenizer.encoder.dim=32", "model.tokenizer.encoder.depth=1", "model.tokenizer.encoder.heads=2",
     "model.tokenizer.decoder.dim=32", "model.tokenizer.decoder.depth=1", "model.tokenizer.decoder.heads=2",
-    "model.lam.patch=8", "model.lam.num_actions=4", "model.lam.code_dim=8", "model.lam.continuous_warmup_steps=1",
+    "model.lam.patch=8", "model.lam.num_actions=4", "model.lam.continuous_warmup_steps=1",
     "model.lam.encoder.dim=32", "model.lam.encoder.depth=1", "model.lam.encoder.heads=2",
     "model.lam.decoder.dim=32", "model.lam.decoder.depth=1", "model.lam.decoder.heads=2",
     "model.dynamics.net.dim=32", "model.dynamics.net.depth=2", "model.dynamics.net.heads=2",

@@ -149,14 +149,18 @@ def test_eval_ceiling_cli_codes_counterfactual_futures_with_the_bundles_tokenize
     assert 0 < report["fraction_of_pixels_the_futures_differ_in"] < 1
 
 
-def test_bundles_from_before_rotary_time_positions_are_refused_with_advice(trained, tmp_path):
+@pytest.mark.parametrize("old_setting", ["max_frames", "action_codebook"])
+def test_bundles_of_models_that_no_longer_exist_are_refused_with_advice(trained, tmp_path, old_setting):
     import shutil
 
     import yaml
     old = tmp_path / "old"
     shutil.copytree(trained, old)
     cfg = yaml.safe_load((old / "config.yaml").read_text())
-    cfg["max_frames"] = 16                       # what every bundle written before 2026-12-01 has
+    if old_setting == "max_frames":
+        cfg["max_frames"] = 16                   # every bundle written before 2026-12-01 has it
+    else:                                        # a VQ LAM, as before 2026-12-02
+        cfg["lam"] = {**cfg["lam"], "code_dim": 32, "ema_decay": 0.9}
     (old / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(bundle_io.BundleError, match="older robo_genie.*robo-genie train stage=all"):
         bundle_io.load_model_config(old)

@@ -65,7 +65,7 @@ def test_lam_encoder_action_t_reads_frame_t_plus_1_only_forward(micro_cfg):
 def test_lam_decoder_is_causal_and_sees_the_future_only_through_actions(micro_cfg):
     lam = build_part("lam", micro_cfg).eval()
     v = _video(t=4)
-    actions = torch.randn(2, 3, micro_cfg.lam.code_dim)
+    actions = torch.randn(2, 3, len(lam.quantizer.levels))
     pred = lam.decode(v[:, :-1], actions)
     # The decoder's inputs are frames x_0..x_2: the target frame x_3 is not an input at all,
     # and changing x_2 leaves the predictions of x_1, x_2 (made from x_0, x_1) unchanged.
@@ -75,11 +75,11 @@ def test_lam_decoder_is_causal_and_sees_the_future_only_through_actions(micro_cf
     assert torch.allclose(pred[:, :2], pred2[:, :2], atol=1e-6)
     assert not torch.allclose(pred[:, 2], pred2[:, 2], atol=1e-4)
     # With the quantiser's output pinned, the whole model's prediction cannot depend on x_{t+1}.
-    fixed = torch.zeros(2, 3, micro_cfg.lam.code_dim)
-    lam.quantizer.forward = lambda z: (fixed, torch.zeros(2, 3, dtype=torch.long), torch.zeros(()))
+    fixed = torch.zeros(2, 3, len(lam.quantizer.levels))
+    lam.quantizer.forward = lambda z: (fixed, torch.zeros(2, 3, dtype=torch.long))
     v3 = v.clone()
     v3[:, 3] = torch.rand_like(v3[:, 3])
-    q, _, _ = lam.quantizer(lam.encode_continuous(v3))
+    q, _ = lam.quantizer(lam.encode_continuous(v3))
     assert torch.equal(lam.decode(v3[:, :-1], q), lam.decode(v[:, :-1], fixed))
     # ...and the action does change the prediction (it is the channel for the future).
     assert not torch.allclose(lam.decode(v[:, :-1], fixed), lam.decode(v[:, :-1], fixed + 1), atol=1e-4)

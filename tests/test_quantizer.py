@@ -1,12 +1,14 @@
-"""The EMA vector quantiser: nearest-code search, k-means start, EMA learning, dead-code restarts,
-the commitment loss and rotation-trick gradients, an eval mode that changes nothing, and loading
-state dicts (its own and those written when it wrapped vector-quantize-pytorch)."""
+"""The tokenizer's EMA vector quantiser: nearest-code search, k-means start, EMA learning, dead-code
+restarts, the commitment loss and rotation-trick gradients, an eval mode that changes nothing, and
+loading state dicts (its own and those written when it wrapped vector-quantize-pytorch). Then the
+LAM's finite scalar quantiser."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from robo_genie.models.quantizer import Quantizer, rotate_to
+from robo_genie.models.quantizer import FSQuantizer, Quantizer, rotate_to
 
 CENTRES = torch.tensor([[4.0, 0, 0], [-4, 0, 0], [0, 4, 0], [0, -4, 0]])
 
@@ -113,3 +115,56 @@ def test_a_state_dict_from_the_vector_quantize_pytorch_days_loads():
     fresh = Quantizer(3, 4, 0.25, 0.5, 1.0)
     fresh.load_state_dict(legacy)
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in q.state_dict().items())
+
+
+# -- FSQ (the LAM's actions) ----------------------------------------------------------------
+@pytest.mark.parametrize("levels", [[8, 8, 8, 4], [5, 3], [2, 2, 2]])
+def test_every_code_is_reachable_and_indices_round_trip(levels):
+    fsq = FSQuantizer(levels)
+    assert fsq.codebook.shape == (fsq.codebook_size, len(levels))
+    # each code's own vector quantises to that code, and its index names it
+    q, idx = fsq(torch.atanh(fsq.codebook.clamp(-0.999, 0.999)))
+    assert torch.equal(idx, torch.arange(fsq.codebook_size))
+    assert torch.allclose(q, fsq.codebook, atol=1e-6)
+    assert torch.equal(fsq.nearest(q), idx)
+    # any input lands on a code vector, within [-1, 1]
+    q, idx = fsq(torch.randn(500, len(levels)) * 3)
+    assert torch.equal(fsq.lookup(idx), q) and q.abs().max() <= 1
+
+
+def test_levels_are_evenly_spaced_and_ordered_per_channel():
+    fsq = FSQuantizer([5])
+    z = torch.linspace(-4, 4, 200)[:, None]
+    q, idx = fsq(z)
+    assert torch.equal(idx, torch.sort(idx).values)              # monotone in the input
+    assert torch.allclose(torch.unique(q), torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))
+
+
+def test_rounding_passes_the_gradient_straight_through():
+    fsq = FSQuantizer([8, 8])
+    z = torch.randn(64, 2, requires_grad=True)
+    q, _ = fsq(z)
+    (q * torch.tensor([1.0, -2.0])).sum().backward()
+    bound = 1 - torch.tanh(z.detach()) ** 2             # the gradient of tanh, the rounding skipped
+    assert torch.allclose(z.grad, bound * torch.tensor([1.0, -2.0]), atol=1e-5)
+
+
+def test_bad_levels_are_refused():
+    with pytest.raises(ValueError, match="levels"):
+        FSQuantizer([8, 1])
+
+
+@pytest.mark.parametrize("num_actions", [2, 4, 6, 7, 8, 12, 16])
+def test_the_lam_has_exactly_its_number_of_actions(num_actions, micro_cfg):
+    import math
+
+    from robo_genie.config import action_levels
+    from robo_genie.models import build_part
+    levels = action_levels(num_actions)
+    assert math.prod(levels) == num_actions and all(l >= 2 for l in levels)
+    cfg = micro_cfg.copy()
+    cfg.lam.num_actions = num_actions
+    lam = build_part("lam", cfg).eval()
+    assert lam.quantizer.codebook_size == num_actions
+    codes = lam.infer_actions(torch.rand(3, 2, 32, 32, 3))
+    assert codes.min() >= 0 and codes.max() < num_actions

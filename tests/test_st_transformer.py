@@ -78,3 +78,24 @@ def test_learned_frame_positions_read_whole_windows_only():
         net(torch.randn(1, 4, 9, 32))
     with pytest.raises(ValueError, match="no frame-by-frame step"):
         net.step(torch.randn(1, 1, 9, 32), TemporalCache(3))
+
+
+@pytest.mark.parametrize("keys", [1, 2, 3, 4])
+@pytest.mark.parametrize("how", ["plain", "causal", "banded"])
+def test_short_attention_equals_the_fused_kernel(keys, how):
+    """Attention over a few keys is written out for speed; it must compute what sdpa computes,
+    forwards and backwards, with each kind of mask the ST blocks use."""
+    from torch.nn import functional as F
+
+    from robo_genie.models.st_transformer import _short_attention, banded_causal_mask
+    g = torch.Generator().manual_seed(keys)
+    q, k, v = (torch.randn(6, 4, keys, 8, generator=g, requires_grad=True) for _ in range(3))
+    mask = banded_causal_mask(keys, 2, "cpu") if how == "banded" else None
+    causal = how != "plain"
+    ours = _short_attention(q, k, v, causal, mask)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+    assert torch.allclose(ours, fused, atol=1e-5)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    fused_grads = torch.autograd.grad(fused.square().sum(), (q, k, v))
+    for a, b in zip(grads, fused_grads):
+        assert torch.allclose(a, b, atol=1e-4)

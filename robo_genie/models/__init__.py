@@ -16,7 +16,7 @@ def check_sizes(name: str, m) -> None:
     nets = {"tokenizer": ("encoder", "decoder"), "lam": ("encoder", "decoder"), "dynamics": ("net",)}
     positive = {"model.image_size": m.image_size,
                 "model.tokenizer.patch": m.tokenizer.patch, "model.tokenizer.code_dim": m.tokenizer.code_dim}
-    positive.update({f"model.lam.{k}": m.lam[k] for k in ("patch", "code_dim")} if name == "lam" else {})
+    positive.update({"model.lam.patch": m.lam.patch} if name == "lam" else {})
     for n in nets[name]:
         positive.update({f"model.{name}.{n}.{k}": m[name][n][k] for k in ("dim", "depth", "heads")})
     for key, value in positive.items():

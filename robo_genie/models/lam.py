@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robo_genie.config import LAMConfig
-from robo_genie.models.quantizer import Quantizer, codebook_stats
+from robo_genie.config import LAMConfig, action_levels
+from robo_genie.models.quantizer import FSQuantizer, codebook_stats
 from robo_genie.models.st_transformer import WINDOW_FRAMES, STTransformer
 from robo_genie.models.tokenizer import patchify, unpatchify
 
@@ -60,14 +60,16 @@ class LatentActionModel(nn.Module):
         # Attention pooling over a frame's patches: motion fills a few patches, appearance all of
         # them, so a mean would be dominated by appearance.
         self.pool_key = nn.Linear(enc.dim, 1)
-        self.to_action = nn.Sequential(nn.LayerNorm(enc.dim), nn.Linear(enc.dim, cfg.code_dim))
-        self.quantizer = Quantizer(cfg.code_dim, cfg.num_actions, cfg.commitment_weight,
-                                   cfg.ema_decay, cfg.dead_code_threshold)
+        # |A| = 8 codes are three binary FSQ channels: no codebook to initialise, re-seed or lose a
+        # code from (the VQ before it found the motions at one seed in three; NOTES.md, twelfth round).
+        self.quantizer = FSQuantizer(action_levels(cfg.num_actions))
+        code_dim = len(self.quantizer.levels)
+        self.to_action = nn.Sequential(nn.LayerNorm(enc.dim), nn.Linear(enc.dim, code_dim))
         # Training forwards so far (a buffer, so it is checkpointed): the first
         # cfg.continuous_warmup_steps bypass the quantiser, see forward().
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.dec_in = nn.Linear(patch_dim, dec.dim)
-        self.action_in = nn.Linear(cfg.code_dim, dec.dim)
+        self.action_in = nn.Linear(code_dim, dec.dim)
         self.decoder = STTransformer(dec.dim, dec.depth, dec.heads, n, dec.mlp_ratio, learned_frames=WINDOW_FRAMES)
         self.dec_out = nn.Linear(dec.dim, patch_dim)
         if cfg.decoder_kernel > 0:
@@ -82,7 +84,7 @@ class LatentActionModel(nn.Module):
                 self.kernel_out.bias[k // 2] = self.kernel_out.bias[k + k // 2] = 4.0
             # A direct path from the action to every patch's kernel: the gradient that says
             # "this patch moved right" reaches the encoder through one layer, not the whole decoder.
-            self.action_kernel = nn.Linear(cfg.code_dim, 2 * k)
+            self.action_kernel = nn.Linear(code_dim, 2 * k)
 
     # -- encoder ------------------------------------------------------------------------------
     def encode_continuous(self, video: torch.Tensor) -> torch.Tensor:
@@ -98,7 +100,7 @@ class LatentActionModel(nn.Module):
 
     def infer_actions(self, video: torch.Tensor) -> torch.Tensor:
         """Video [B, T, H, W, 3] -> action codes [B, T-1] in [0, |A|)."""
-        _, idx, _ = self.quantizer(self.encode_continuous(video))
+        _, idx = self.quantizer(self.encode_continuous(video))
         return idx
 
     # -- decoder ------------------------------------------------------------------------------
@@ -123,11 +125,10 @@ class LatentActionModel(nn.Module):
         z = self.encode_continuous(video)
         if self.training and int(self.train_steps) < self.cfg.continuous_warmup_steps:
             # Continuous warm-up: the encoder and decoder first agree on what to transmit (the
-            # motion) through an unquantised channel; the codebook is then k-means-initialised
-            # on those motion features. Quantising from step 0 collapses every action to one code.
-            q, idx, commit = z, None, z.new_zeros(())
+            # motion) through the unrounded channels, then rounding starts.
+            q, idx = torch.tanh(z), None
         else:
-            q, idx, commit = self.quantizer(z)
+            q, idx = self.quantizer(z)
         if self.training:
             self.train_steps += 1
         pred = self.decode(video[:, :-1], q).float()
@@ -136,10 +137,10 @@ class LatentActionModel(nn.Module):
         if self.cfg.motion_weight > 0:
             moving = ((target - prev).abs().amax(dim=-1, keepdim=True) > self.cfg.motion_threshold)
             err = err * (1 + self.cfg.motion_weight * moving.float())
-        metrics = {"mse": F.mse_loss(pred.detach(), target), "commit": commit.detach()}
+        metrics = {"mse": F.mse_loss(pred.detach(), target)}
         if idx is not None:
             metrics.update(codebook_stats(idx, self.cfg.num_actions))
-        return err.mean() + commit, metrics
+        return err.mean(), metrics
 
 
 @torch.no_grad()

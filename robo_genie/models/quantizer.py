@@ -1,4 +1,5 @@
-"""Vector quantisation, shared by the tokenizer and the latent action model.
+"""Quantisers: a VQ codebook for the tokenizer's tokens, finite scalar quantisation for the LAM's
+latent actions.
 
 The codebook learns by exponential moving averages (no codebook gradients, van den Oord et al.
 2017): each code drifts towards the mean of the encoder outputs assigned to it. It starts from
@@ -10,6 +11,14 @@ Its training step builds a dense [tokens, codes] one-hot matrix and a square-roo
 matrix: for the tiny tokenizer on a CPU (6144 tokens x 2048 codes) that was a quarter of each step.
 Here the search is one matmul and the EMA statistics are a bincount and an index_add
 (`robo-genie bench train` measures it; BENCHMARKS.md).
+
+The LAM's |A| = 8 actions are FSQ (Mentzer et al. 2023) over three binary channels: an action is
+the sign of each channel of the encoder's output, with nothing to initialise, re-seed or lose.
+Its VQ codebook before (k-means on the first quantised batch of 24, EMA updates, codes used
+under twice a batch re-seeded) made each run follow its own path: a change of 1e-7 in the
+arithmetic moved a seed's NMI from 0.43 to 0.26; with FSQ the LAM found the motions at every seed
+(NMI 0.56-0.66; NOTES.md, twelfth round). The rounding is vector-quantize-pytorch's FSQ, with
+symmetric levels (preserve_symmetry: a binary channel splits at 0).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robo_genie import distributed
+from vector_quantize_pytorch import FSQ
 
 
 @torch.no_grad()
@@ -140,6 +150,37 @@ class Quantizer(nn.Module):
         self.codes[dead] = seeds
         self.usage[dead] = self.dead_code_threshold
         self.sums[dead] = seeds * self.dead_code_threshold
+
+
+class FSQuantizer(nn.Module):
+    def __init__(self, levels: list[int]):
+        super().__init__()
+        if not levels or min(levels) < 2:
+            raise ValueError(f"FSQ levels {list(levels)}: need at least one channel, each with >= 2 levels")
+        self.levels = list(levels)
+        self.codebook_size = math.prod(self.levels)
+        with torch.device("cpu"):     # built on the CPU even under a meta-device build: it reads its levels back
+            self.fsq = FSQ(levels=self.levels, preserve_symmetry=True)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z [..., channels] -> (quantised z in [-1, 1], code indices [...]). Rounding passes the
+        gradient straight through; there is no codebook to learn, so no auxiliary loss."""
+        # the library reads inputs of 4 or more dims as channel-first images: hand it [1, N, C]
+        q, idx = self.fsq(z.reshape(1, -1, z.shape[-1]))
+        return q.reshape(z.shape).to(z.dtype), idx.reshape(z.shape[:-1]).long()
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The code vectors [prod(L), channels], in the order of their indices."""
+        return self.fsq.implicit_codebook
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code for z [..., channels] in [-1, 1] -> [...]."""
+        return nearest_code(z, self.codebook)
+
+    def lookup(self, idx: torch.Tensor) -> torch.Tensor:
+        """Code indices [...] -> code vectors [..., channels]."""
+        return self.codebook[idx]
 
 
 def rotate_to(z: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

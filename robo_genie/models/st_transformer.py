@@ -56,6 +56,24 @@ def banded_causal_mask(t: int, window: int, device) -> torch.Tensor:
     return (gap >= 0) & (gap < window)
 
 
+# Attention over this many keys or fewer is written out. The demo's clips are 1-2 frames long, so
+# its temporal attention is millions of 2x2 problems, where the fused kernel's per-problem overhead
+# dominates: the written-out form trained 2.5-5x faster on 2 CPU cores at 1-4 keys, and slower
+# from 8 (NOTES.md, twelfth round).
+SHORT_KEYS = 4
+
+
+def _short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                     mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention as scaled_dot_product_attention computes it (`mask`: True = may attend)."""
+    scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    if causal and mask is None:
+        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1).to(v.dtype) @ v
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with QK-norm (RMSNorm on queries and keys, for stable bf16)."""
 
@@ -82,7 +100,10 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
                mask: torch.Tensor | None = None) -> torch.Tensor:
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        if k.shape[-2] <= SHORT_KEYS:
+            y = _short_attention(q, k, v, causal, mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         return self.out(rearrange(y, "n h l d -> n l (h d)"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [N, L, D], spatial: no positions here

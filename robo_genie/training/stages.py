@@ -167,8 +167,8 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
         cfg = stage_cfgs[part]
         if part == "lam" and cfg.steps <= model_cfg.lam.continuous_warmup_steps:
             raise ValueError(f"lam.steps={cfg.steps} must exceed model.lam.continuous_warmup_steps="
-                             f"{model_cfg.lam.continuous_warmup_steps}: the action codebook is only "
-                             f"initialised after the warm-up")
+                             f"{model_cfg.lam.continuous_warmup_steps}: the actions are only "
+                             f"quantised after the warm-up")
         part_data, extra_info = data_path, {}
         if part == "dynamics":
             tokenizer, tok_info, tok_bundle = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
