@@ -66,6 +66,7 @@ def training_step_flops(model: torch.nn.Module, loss_of, batch: dict) -> dict:
     kernel at all, and on a GPU it would count what is added here.)"""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from robo_genie.models import st_transformer
     from robo_genie.models.st_transformer import STBlock
     attention_ops = [getattr(torch.ops.aten, name) for name in (
         "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
@@ -75,11 +76,13 @@ def training_step_flops(model: torch.nn.Module, loss_of, batch: dict) -> dict:
     shapes: list[tuple[int, ...]] = []
     hooks = [m.register_forward_hook(lambda _m, args, _out: shapes.append(tuple(args[0].shape)))
              for m in model.modules() if isinstance(m, STBlock)]
+    short_keys, st_transformer.SHORT_KEYS = st_transformer.SHORT_KEYS, 0   # all attention fused: counted once, below
     try:
         with FlopCounterMode(display=False, custom_mapping={op: (lambda *a, **k: 0) for op in attention_ops}) as fc:
             loss, _ = loss_of(model, batch)
             loss.backward()
     finally:
+        st_transformer.SHORT_KEYS = short_keys
         for h in hooks:
             h.remove()
         model.zero_grad(set_to_none=True)
