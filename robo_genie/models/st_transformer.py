@@ -58,8 +58,8 @@ def banded_causal_mask(t: int, window: int, device) -> torch.Tensor:
 
 # Attention over this many keys or fewer is written out. The demo's clips are 1-2 frames long, so
 # its temporal attention is millions of 2x2 problems, where the fused kernel's per-problem overhead
-# dominates: the written-out form trained 2.5-5x faster on 2 CPU cores at 1-4 keys, and slower
-# from 8 (NOTES.md, twelfth round).
+# dominates: whole training steps ran 1.08-1.27x faster on 2 CPU cores (interleaved A/B; attention
+# alone was slower written out from 8 keys; NOTES.md, twelfth round).
 SHORT_KEYS = 4
 
 
