@@ -74,3 +74,25 @@ def test_relabelled_shards_change_only_the_codes(micro_cfg, tmp_path):
         assert np.array_equal(out.read(e, key="labels"), src.read(e, key="labels"))
         codes = out.read(e, key="latent_actions")
         assert np.array_equal(codes[:-1], best_codes(dyn, tokens).numpy()) and codes[-1] == -1
+
+
+def test_the_final_model_is_the_draft_continued_on_its_relabels(micro_run, sim_shards, tmp_path):
+    """With the learning rate at 0 the continuation leaves the draft's weights as they were, so
+    the final model must start from them; its code counts are only its own training's."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from robo_genie.training.jobs import run_train_job
+    from tests.conftest import train_job
+    shutil.copytree(micro_run / "bundle", tmp_path / "bundle")       # its tokenizer and LAM
+    (tmp_path / "bundle" / "dynamics.safetensors").unlink()
+    run_train_job(train_job(tmp_path, sim_shards, "dynamics", "dynamics.lr=0.0", "dynamics.weight_decay=0.0"))
+    final = load_file(str(tmp_path / "bundle" / "dynamics.safetensors"))
+    draft = load_file(str(tmp_path / "checkpoints" / "dynamics_draft" / "step_0000004" / "model.safetensors"))
+    assert final.keys() == draft.keys()
+    for k in final:
+        if k != "action_counts":
+            assert torch.equal(final[k], draft[k]), k
+    # 2 steps x batch 2 x 3 transitions per 4-frame clip
+    assert int(final["action_counts"].sum()) == 12 and int(draft["action_counts"].sum()) == 24

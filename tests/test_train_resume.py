@@ -30,7 +30,9 @@ def test_stage_all_writes_a_complete_bundle(straight_run):
     from robo_genie.bundle import read_meta
     meta = read_meta(straight_run / "bundle")
     assert set(meta["parts"]) == {"tokenizer", "lam", "dynamics"}
-    assert all(p["steps"] == 4 for p in meta["parts"].values())
+    # the dynamics model: a draft of 4 steps, continued for 2 on its relabelled codes
+    assert [meta["parts"][p]["steps"] for p in ("tokenizer", "lam", "dynamics")] == [4, 4, 2]
+    assert meta["parts"]["dynamics"]["relabelled"]["draft_steps"] == 4
     assert (straight_run / "tensorboard" / "dynamics").is_dir()
 
 
@@ -42,10 +44,10 @@ def test_halt_and_resume_is_bit_identical(stage, straight_run, sim_shards, tmp_p
     _assert_identical(_weights(tmp_path, stage), _weights(straight_run, stage))
 
 
-@pytest.mark.parametrize("phase, at_call", [("dynamics_draft", 3), ("dynamics", 4 + 3)])
-def test_interrupted_dynamics_resumes_bit_identical(phase, at_call, straight_run, sim_shards, tmp_path, monkeypatch):
+@pytest.mark.parametrize("phase, at_call, saved_step", [("dynamics_draft", 3, 3), ("dynamics", 4 + 1, 1)])
+def test_interrupted_dynamics_resumes_bit_identical(phase, at_call, saved_step, straight_run, sim_shards, tmp_path, monkeypatch):
     """A real SIGINT in the middle of a step, of the draft or of the final model (after the draft's
-    4 steps and the relabelling): the step finishes, a checkpoint is saved, the run stops;
+    4 steps and the relabelling, in the first of its 2): the step finishes, a checkpoint is saved, the run stops;
     rerunning continues to the same weights as an uninterrupted run (and the same data order: the
     loader resumes at the batch it stopped at)."""
     import os
@@ -71,7 +73,7 @@ def test_interrupted_dynamics_resumes_bit_identical(phase, at_call, straight_run
     monkeypatch.setattr("robo_genie.training.stages.dynamics_step_fn", interrupting)
     with pytest.raises(KeyboardInterrupt):
         run_train_job(_job(tmp_path, sim_shards, "dynamics"))
-    assert (tmp_path / "checkpoints" / phase / "step_0000003").is_dir()
+    assert (tmp_path / "checkpoints" / phase / f"step_{saved_step:07d}").is_dir()
     assert (tmp_path / "tokens_relabelled").is_dir() == (phase == "dynamics")
     monkeypatch.undo()
     run_train_job(_job(tmp_path, sim_shards, "dynamics"))
@@ -118,11 +120,11 @@ def test_tensorboard_gets_reconstructions_and_dynamics_samples(micro_run):
     """Beside the scalars, the tokenizer logs reconstructions and the dynamics model its next frames
     (own action vs another clip's), as images at each checkpoint."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    for part, columns in (("tokenizer", 2), ("dynamics", 4)):
+    for part, columns, last_step in (("tokenizer", 2, 4), ("dynamics", 4, 2)):
         events = EventAccumulator(str(micro_run / "tensorboard" / part), size_guidance={"images": 0})
         events.Reload()
         assert f"{part}/samples" in events.Tags()["images"]
         image = events.Images(f"{part}/samples")[-1]
-        assert image.step == 4
+        assert image.step == last_step
         # tile(): a row per clip of the batch (2 here), 32 px frames, 2 px gutters, upscaled 2x
         assert image.width == 2 * (columns * 34 + 2) and image.height == 2 * (2 * 34 + 2)
