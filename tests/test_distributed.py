@@ -1,6 +1,6 @@
 """torchrun + FSDP2 on CPU (gloo), 2 processes against 1: the same losses at the same global batch,
-codebooks that agree across ranks, and checkpoints that resume with another number of processes
-(2 -> 1 and 1 -> 2)."""
+codebooks that agree across ranks, checkpoints that resume with another number of processes
+(2 -> 1 and 1 -> 2), and a dynamics stage whose continuation starts from the draft on every rank."""
 
 from __future__ import annotations
 
@@ -160,3 +160,24 @@ def test_a_tampered_sharded_checkpoint_is_refused_without_running_its_payload(si
                           capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "indexed by pickle" in done.stderr, done.stderr
     assert not marker.exists()
+
+
+def test_the_dynamics_stage_continues_its_draft_under_two_processes(micro_run, sim_shards, tmp_path):
+    """The dynamics stage under FSDP: the draft's sharded weights are gathered on every rank to
+    start the continuation from, so 2 processes end where 1 does at the same global batch (a
+    continuation from fresh weights would not)."""
+    import shutil
+    runs = {}
+    for processes in (1, 2):
+        run = tmp_path / f"p{processes}"
+        shutil.copytree(micro_run / "bundle", run / "bundle")      # its tokenizer and LAM
+        (run / "bundle" / "dynamics.safetensors").unlink()
+        train = [f"dynamics.{k}" for k in (f"batch_size={4 // processes}", "clip_len=4", "warmup_steps=2",
+                                           "log_every=1", "ckpt_every=100")]
+        _run(["train", "stage=dynamics", f"data.path={sim_shards}", f"out={run}", f"steps={STEPS}",
+              "progress=false", "device=cpu", *MICRO, *train], processes)
+        runs[processes] = load_file(str(run / "bundle" / "dynamics.safetensors"))
+    one, two = runs[1], runs[2]
+    assert one.keys() == two.keys()
+    for k in one:
+        assert torch.allclose(one[k].float(), two[k].float(), atol=2e-3, rtol=1e-2), k

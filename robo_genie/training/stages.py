@@ -2,9 +2,9 @@
 
 tokenizer (pixels) -> LAM (pixels) -> dynamics (tokens of the frozen tokenizer + codes of the
 frozen LAM, pre-tokenised once into RUN/tokens unless pretokenize=false). The latent dynamics model
-is trained twice: a draft on the LAM's codes, then the draft continues, for half as many steps, on
-the codes it relabels (training/relabel.py). Each stage resumes from its own checkpoints, and each finished part is
-written to RUN/bundle as soon as it is done, so a later stage can be (re)run alone.
+trains in two phases: a draft on the LAM's codes, then the draft goes on, for half as many steps, on
+the codes it relabels (training/relabel.py). Each stage resumes from its own checkpoints, and each
+finished part is written to RUN/bundle as soon as it is done, so a later stage can be (re)run alone.
 """
 
 from __future__ import annotations
