@@ -124,27 +124,29 @@ def _relabels(model_cfg: DictConfig, part_data: str) -> bool:
             and not is_mixture(part_data) and FrameShards(part_data).kind == "tokens")
 
 
-def _relabelled_data(draft: torch.nn.Module, part: str, model_cfg: DictConfig, tokens: str, run_dir: Path,
-                     tok_bundle: Path, device, progress: bool) -> tuple[str, float | None]:
-    """RUN/tokens_relabelled (written once, on rank 0) and the fraction of codes the draft changed
-    (None when an earlier run already wrote it)."""
+def _relabelled_data(draft: torch.nn.Module, tokens: str, run_dir: Path, tok_bundle: Path, device,
+                     progress: bool) -> tuple[str, float | None]:
+    """RUN/tokens_relabelled (written once, on rank 0, by the plain `draft`) and the fraction of
+    codes the draft changed (None when an earlier run already wrote it)."""
     out, changed = run_dir / "tokens_relabelled", None
-    if not _tokens_complete(out, tokens, tok_bundle):     # every rank reads the same answer
-        plain = unsharded(draft, part, model_cfg)         # every rank takes part in the gather
-        if distributed.is_main():
-            changed = relabel_token_shards(plain, tokens, out, device=device, progress=progress)
-            print(f"[dynamics] relabelled the training transitions with the draft's codes: {changed:.0%} changed")
+    if not _tokens_complete(out, tokens, tok_bundle) and distributed.is_main():   # every rank reads the same answer
+        changed = relabel_token_shards(draft, tokens, out, device=device, progress=progress)
+        print(f"[dynamics] relabelled the training transitions with the draft's codes: {changed:.0%} changed")
     distributed.barrier()
     return str(out), changed
 
 
-def _full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A trained model's whole state dict, on every rank (under FSDP gathered from the shards), to
-    start another model from."""
-    if not distributed.active():
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+def _plain_copy(model: torch.nn.Module, part: str, model_cfg: DictConfig) -> torch.nn.Module:
+    """A trained part as a fresh plain module on every rank (under FSDP its full state gathered from
+    the shards; every rank takes part): to relabel with, and to train on from."""
+    if distributed.active():
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    else:
+        state = model.state_dict()
+    plain = build_part(part, model_cfg)
+    plain.load_state_dict(state)
+    return plain
 
 
 def _continued(cfg: DictConfig) -> DictConfig:
@@ -187,7 +189,7 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
             raise ValueError(f"lam.steps={cfg.steps} must exceed model.lam.continuous_warmup_steps="
                              f"{model_cfg.lam.continuous_warmup_steps}: the actions are only "
                              f"quantised after the warm-up")
-        part_data, extra_info, start = data_path, {}, None
+        part_data, extra_info, model = data_path, {}, None
         if part == "dynamics":
             tokenizer, tok_info, tok_bundle = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
             lam, lam_info, lam_bundle = _frozen_part("lam", run_bundle, init_from, device, model_cfg)
@@ -204,16 +206,15 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
                 if not draft.finished:
                     print(f"[dynamics_draft] halted at step {draft.step}; rerun the same command to continue.")
                     return results
-                part_data, changed = _relabelled_data(draft.model, part, model_cfg, part_data, run_dir, tok_bundle,
-                                                      device, progress)
+                model = _plain_copy(draft.model, part, model_cfg)
+                part_data, changed = _relabelled_data(model, part_data, run_dir, tok_bundle, device, progress)
                 extra_info = {"relabelled": {"draft_steps": draft.step, "codes_changed": changed}}
-                start, cfg = _full_weights(draft.model), _continued(cfg)
-                start.pop("action_counts")    # the final model counts the codes it trains on, from zero
+                model.action_counts.zero_()    # the final model counts the codes it trains on
+                cfg = _continued(cfg)          # the draft goes on, on its own relabels
         else:
             step_fn, picture = pixel_step, tokenizer_picture if part == "tokenizer" else None
-        model = _fresh_part(part, model_cfg, seed, init_from, tokenizer if part == "dynamics" else None)
-        if start is not None:            # the draft goes on, on its own relabels
-            model.load_state_dict(start)
+        if model is None:
+            model = _fresh_part(part, model_cfg, seed, init_from, tokenizer if part == "dynamics" else None)
         result = train(model, step_fn, cfg, part_data, run_dir, name=part, device=device, seed=seed,
                        progress=progress, num_workers=num_workers, halt_at_step=halt_at_step,
                        require=("actions",) if part == "dynamics" and recorded else (), picture=picture)
