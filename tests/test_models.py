@@ -254,3 +254,23 @@ def test_windowed_action_inference_labels_every_transition_once(micro_cfg):
     assert torch.equal(infer_actions_windowed(lam, video[1], 4), expected[1])
     short = video[:, :3]                                # shorter than one window
     assert torch.equal(infer_actions_windowed(lam, short, 4), lam.infer_actions(short))
+
+
+def test_lam_balance_term_pushes_a_one_sided_channel_back_to_both_values(micro_cfg):
+    cfg = micro_cfg.copy()
+    cfg.lam.continuous_warmup_steps = 0
+    video = _video()
+    grads, losses = [], []
+    for weight in (0.01, 0.0):
+        cfg.lam.balance_weight = weight
+        torch.manual_seed(0)
+        lam = build_part("lam", cfg).train()
+        with torch.no_grad():       # every transition's first channel leans positive: one value only
+            lam.to_action[1].bias[0] = 1.0
+        loss, metrics = lam(video)
+        loss.backward()
+        grads.append(float(lam.to_action[1].bias.grad[0]))
+        losses.append(loss.detach())
+    assert float(metrics["balance"]) > 0.3                               # about tanh(1)^2 for that channel
+    assert torch.isclose(losses[0] - losses[1], 0.01 * metrics["balance"], rtol=1e-3)
+    assert grads[0] - grads[1] > 1e-3                                    # descent lowers the bias

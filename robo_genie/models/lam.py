@@ -141,7 +141,10 @@ class LatentActionModel(nn.Module):
         metrics = {"mse": F.mse_loss(pred.detach(), target)}
         if idx is not None:
             metrics.update(codebook_stats(idx, self.cfg.num_actions))
-        return err.mean(), metrics
+        # Each FSQ channel's batch mean near 0: both of its values in use (see LAMConfig.balance_weight)
+        balance = torch.tanh(z.float()).flatten(0, -2).mean(0).pow(2).sum()
+        metrics["balance"] = balance.detach()
+        return err.mean() + self.cfg.balance_weight * balance, metrics
 
 
 @torch.no_grad()
