@@ -118,7 +118,7 @@ def time_training_steps(part: str, model_cfg, *, batch_size: int, clip_len: int,
         torch.cuda.reset_peak_memory_stats(device)
 
     def one_step() -> None:
-        training_step(forward, loss_of, batch, optimizer, autocast, grad_clip=1.0)   # (a fault would only skip)
+        training_step(forward, loss_of, [batch], optimizer, autocast, grad_clip=1.0)   # (a fault would only skip)
 
     t0 = time.perf_counter()
     for _ in range(warmup):

@@ -133,24 +133,32 @@ class TrainingFault(ValueError):
     """A NaN/Inf loss or gradient, or a collapsed codebook, under on_fault=stop (or past its retries)."""
 
 
-def training_step(model: nn.Module, step_fn: StepFn, batch: dict[str, torch.Tensor],
+def training_step(model: nn.Module, step_fn: StepFn, batches: list[dict[str, torch.Tensor]],
                   optimizer: torch.optim.Optimizer, autocast, grad_clip: float
                   ) -> tuple[torch.Tensor, dict, torch.Tensor, str | None]:
-    """One optimiser step: forward under `autocast`, backward, gradient clipping, update.
-    Returns (loss, metrics, gradient norm before clipping, fault). A loss or gradient that is not
+    """One optimiser step over one or more micro-batches (gradient accumulation): forward under
+    `autocast` and backward for each, gradient clipping, update. Returns (mean loss, the last
+    micro-batch's metrics, gradient norm before clipping, fault). A loss or gradient that is not
     finite is a fault: then nothing changes, neither the weights nor the buffers (the EMA codebooks
     and counts that the forward pass updates), and `fault` says what was not finite."""
     buffers = [b.detach().clone() for b in model.buffers()]
-    with autocast:
-        loss, metrics = step_fn(model, batch)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()          # also for a NaN loss: under FSDP every rank must take part in the backward
+    total = 0.0
+    for i, batch in enumerate(batches):
+        if hasattr(model, "set_requires_gradient_sync"):    # FSDP2: reduce-scatter on the last only
+            model.set_requires_gradient_sync(i == len(batches) - 1)
+        with autocast:
+            loss, metrics = step_fn(model, batch)
+        # also for a NaN loss: under FSDP every rank must take part in the backward
+        (loss / len(batches)).backward()
+        total = total + loss.detach()
+    loss = total / len(batches)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if hasattr(grad_norm, "full_tensor"):        # a DTensor under FSDP2
         grad_norm = grad_norm.full_tensor()
     fault = None
-    if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):     # one host sync per step
-        fault = (f"the loss is {float(loss.detach())}" if not torch.isfinite(loss)
+    if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):     # one host sync per step
+        fault = (f"the loss is {float(loss)}" if not torch.isfinite(loss)
                  else f"the gradient norm is {float(grad_norm)}")
     if distributed.any_rank(fault is not None):  # every rank skips together
         fault = fault or "another rank's loss or gradient is not finite"
@@ -238,7 +246,10 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
         if main:
             print(f"[{name}] resuming from {ckpt} (step {step}/{cfg.steps})")
     dataset = open_clips(data_path, cfg.clip_len, require)
-    batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step, num_workers=num_workers,
+    if cfg.grad_accum_steps < 1:
+        raise ValueError(f"{name}.grad_accum_steps={cfg.grad_accum_steps}: must be at least 1")
+    accum = cfg.grad_accum_steps
+    batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step * accum, num_workers=num_workers,
                           rank=rank, world=world)
     writer = SummaryWriter(str(run_dir / "tensorboard" / name)) if main else _NoWriter()
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -250,9 +261,11 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
                 if halt_at_step is not None and step >= halt_at_step:
                     save_checkpoint(ckpt_dir, step, model, optimizer)
                     break
-                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+                micro = [{k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+                         for _ in range(accum)]
+                batch = micro[-1]
                 set_lr(optimizer, lr_at(step, cfg))
-                loss, metrics, grad_norm, fault = training_step(model, step_fn, batch, optimizer, autocast,
+                loss, metrics, grad_norm, fault = training_step(model, step_fn, micro, optimizer, autocast,
                                                                 cfg.grad_clip)
                 step += 1
                 bar.update()
@@ -265,8 +278,8 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
                     if where is not None:
                         step = load_checkpoint(where, model, optimizer)
                         model.to(device)
-                        batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step, num_workers=num_workers,
-                                              rank=rank, world=world)
+                        batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step * accum,
+                                              num_workers=num_workers, rank=rank, world=world)
                         bar.update(step - bar.n)
                         continue
                 elif collapse is not None:
@@ -276,7 +289,7 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     # the global batch's figures: each rank's, averaged (equal shares of the batch)
                     metrics = {k: distributed.mean(float(v)) for k, v in metrics.items()}
-                    metrics.update(loss=distributed.mean(float(loss.detach())), grad_norm=float(grad_norm),
+                    metrics.update(loss=distributed.mean(float(loss)), grad_norm=float(grad_norm),
                                    lr=lr_at(step - 1, cfg))
                     for k, v in metrics.items():
                         writer.add_scalar(f"{name}/{k}", v, step)

@@ -15,7 +15,9 @@ def make_optimizer(model: torch.nn.Module, cfg: StageTrainConfig) -> torch.optim
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "pos_" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim < 2 or "pos_" in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    # fused: one kernel for the whole update on GPUs; on CPUs the default (foreach) implementation
+    on_gpu = all(p.device.type == "cuda" for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=on_gpu or None)
 
 
 def lr_at(step: int, cfg: StageTrainConfig) -> float:
