@@ -125,7 +125,9 @@ class ShardWriter:
         self.close()
 
 
-def read_manifest(root: str | Path) -> dict:
+def read_manifest(root: str | Path, allow_empty: bool = False) -> dict:
+    """The manifest of a shard directory; `allow_empty`: one written before its first episode (a
+    run stopped early, to be resumed) is read too."""
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file():
@@ -135,7 +137,7 @@ def read_manifest(root: str | Path) -> dict:
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise ShardError(f"{path}: unknown format {manifest.get('format')!r} (expected {FORMAT})")
-    if not manifest["episodes"]:
+    if not manifest["episodes"] and not allow_empty:
         raise ShardError(f"{path} lists no episodes: the ingest that wrote it found no usable video")
     return manifest
 

@@ -65,7 +65,7 @@ def _spec(scene: str, seed: int, cameras: tuple[str, ...], gripper_step: float) 
 def _open_writer(out: Path, scene: str, resolution: int, seed: int, cameras: tuple[str, ...], gripper_step: float):
     spec = _spec(scene, seed, cameras, gripper_step)
     if (out / MANIFEST).is_file():
-        manifest = read_manifest(out)
+        manifest = read_manifest(out, allow_empty=True)     # stopped before its first episode: resume too
         if manifest.get("extra") != spec["extra"] or manifest.get("image_size") != resolution:
             raise ShardError(f"{out} holds episodes generated with other settings "
                              f"({manifest.get('extra')}, {manifest.get('image_size')} px); choose a new out=")

@@ -38,6 +38,14 @@ def test_a_script_without_a_main_guard_fails_with_advice_instead_of_hanging(tmp_
                       f"generate({str(tmp_path / 'out')!r}, episodes=4, episode_len=4, resolution=32, workers=2, progress=False)\n")
     done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "__main__" in done.stderr
+    # the failed run left a manifest without episodes; the script, fixed as advised, resumes into it
+    script.write_text("from robo_genie.sim.generate import generate\n"
+                      "if __name__ == '__main__':\n"
+                      f"    generate({str(tmp_path / 'out')!r}, episodes=4, episode_len=4, resolution=32, workers=2, "
+                      "progress=False)\n")
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(FrameShards(tmp_path / "out").episodes) == 4
 
 
 def test_gripper_step_scales_the_moves_and_is_recorded(tmp_path):
