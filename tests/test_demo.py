@@ -36,7 +36,10 @@ def test_demo_writes_report_bundle_and_pictures(tmp_path):
     # each figure beside its reference: the ceiling of a perfect dynamics model, the prompt held still
     ceiling = dyn["delta_t_psnr_ceiling_by_t"]
     assert set(ceiling) == {"1", "2", "4", "8"}
-    assert abs(dyn["ratio_to_ceiling"] - dyn["delta_t_psnr_matched"] / ceiling["4"]) < 1e-6
+    if ceiling["4"] > 0:
+        assert abs(dyn["ratio_to_ceiling"] - dyn["delta_t_psnr_matched"] / ceiling["4"]) < 1e-6
+    else:           # 3 tokenizer steps can code every frame alike: then there is no gain to compare with
+        assert dyn["ratio_to_ceiling"] is None
     html = (tmp_path / "report.html").read_text()
     assert "rollouts.gif" in html and "over_t.png" in html and (tmp_path / "over_t.png").stat().st_size > 5000
     assert f"ceiling {ceiling['4']:.2f} dB" in html and f"prompt held still {dyn['psnr_copy']:.2f} dB" in html
