@@ -108,11 +108,18 @@ def plot_over_t(dyn: dict, path: str | Path, ceiling_by_t: dict | None = None) -
     plt.close(fig)
 
 
+def share_of_ceiling(gain: float, ceiling: float | None) -> float | None:
+    """gain / ceiling; None where there is no positive ceiling to reach (no ceiling measured, or a
+    tokenizer that codes every frame alike)."""
+    return gain / ceiling if ceiling is not None and ceiling > 0 else None
+
+
 def controllability_rows(dyn: dict, ceiling: float | None = None) -> list[tuple[str, str, str, str]]:
     """The ΔtPSNR figures, each beside its reference."""
     t = dyn["t"]
     ref = f"ceiling {ceiling:.2f} dB" if ceiling is not None else "0 dB: actions ignored"
-    share = f" ({dyn['delta_t_psnr_matched'] / ceiling:.0%} of the ceiling)" if ceiling else ""
+    ratio = share_of_ceiling(dyn["delta_t_psnr_matched"], ceiling)
+    share = f" ({ratio:.0%} of the ceiling)" if ratio is not None else ""
     return [
         (f"ΔtPSNR at t={t}, random actions at the LAM's frequencies",
          f"{dyn['delta_t_psnr_matched']:.2f} ± {dyn['delta_t_psnr_matched_sem']:.2f} dB", ref,

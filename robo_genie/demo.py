@@ -23,8 +23,8 @@ from robo_genie.eval.ceiling import delta_t_psnr_ceiling
 from robo_genie.eval.controllability import TS, delta_t_psnr, held_out_clips
 from robo_genie.eval.jobs import headline
 from robo_genie.eval.parts import lam_action_agreement, tokenizer_psnr
-from robo_genie.eval.report import (controllability_rows, plot_over_t, save_gif, tile, write_lab_report,
-                                    write_rollouts_gif)
+from robo_genie.eval.report import (controllability_rows, plot_over_t, save_gif, share_of_ceiling, tile,
+                                    write_lab_report, write_rollouts_gif)
 from robo_genie.play import World
 from robo_genie.sim.generate import generate
 from robo_genie.training.loop import resolve_device
@@ -102,9 +102,8 @@ def run_demo(cfg: DictConfig) -> dict:
         ceiling = {str(t): delta_t_psnr_ceiling(world.tokenizer, CEILING_STATES, t, model_cfg.image_size, cfg.seed,
                                                 device, cfg.gripper_step)["delta_t_psnr_ceiling"] for t in TS}
         report["dynamics"]["delta_t_psnr_ceiling_by_t"] = ceiling
-        # a tokenizer that codes every frame alike (a few steps of training) leaves no gain to reach: no ratio
-        top = ceiling[str(cfg.eval_t)]
-        report["dynamics"]["ratio_to_ceiling"] = report["dynamics"]["delta_t_psnr_matched"] / top if top > 0 else None
+        report["dynamics"]["ratio_to_ceiling"] = share_of_ceiling(report["dynamics"]["delta_t_psnr_matched"],
+                                                                  ceiling[str(cfg.eval_t)])
 
     with _timed("render rollouts", timings):
         prompts = clips[:4, 0]

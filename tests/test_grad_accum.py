@@ -12,12 +12,16 @@ from tests.conftest import train_job
 STEPS = 3
 
 
-def _lam_run(run, data, batch_size: int, accum: int, *extra):
+def _train_lam(run, data, batch_size: int, accum: int, *extra) -> None:
     # the LAM: no EMA codebook, so its step depends on the gradient only; quantised from the first
     # step; without its balance term, a statistic of each micro-batch (as a batch norm's would be)
     run_train_job(train_job(run, data, "lam", "model.lam.continuous_warmup_steps=0", "model.lam.balance_weight=0",
-                            f"steps={STEPS}",
-                            f"lam.batch_size={batch_size}", f"lam.grad_accum_steps={accum}", *extra))
+                            f"steps={STEPS}", f"lam.batch_size={batch_size}", f"lam.grad_accum_steps={accum}",
+                            *extra))
+
+
+def _lam_run(run, data, batch_size: int, accum: int):
+    _train_lam(run, data, batch_size, accum)
     return load_file(str(run / "bundle" / "lam.safetensors"))
 
 
@@ -41,9 +45,7 @@ def test_two_micro_batches_of_two_make_the_step_of_one_batch_of_four(sim_shards,
 
 def test_an_accumulating_run_resumes_bit_for_bit(sim_shards, tmp_path):
     straight = _lam_run(tmp_path / "straight", sim_shards, 2, 2)
-    run_train_job(train_job(tmp_path / "stopped", sim_shards, "lam", "model.lam.continuous_warmup_steps=0",
-                            "model.lam.balance_weight=0", f"steps={STEPS}", "lam.batch_size=2", "lam.grad_accum_steps=2",
-                            "halt_at_step=1"))
+    _train_lam(tmp_path / "stopped", sim_shards, 2, 2, "halt_at_step=1")
     resumed = _lam_run(tmp_path / "stopped", sim_shards, 2, 2)
     assert all(bool((straight[k] == resumed[k]).all()) for k in straight)
 

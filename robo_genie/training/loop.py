@@ -143,7 +143,7 @@ def training_step(model: nn.Module, step_fn: StepFn, batches: list[dict[str, tor
     and counts that the forward pass updates), and `fault` says what was not finite."""
     buffers = [b.detach().clone() for b in model.buffers()]
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
+    losses = []
     for i, batch in enumerate(batches):
         if hasattr(model, "set_requires_gradient_sync"):    # FSDP2: reduce-scatter on the last only
             model.set_requires_gradient_sync(i == len(batches) - 1)
@@ -151,8 +151,8 @@ def training_step(model: nn.Module, step_fn: StepFn, batches: list[dict[str, tor
             loss, metrics = step_fn(model, batch)
         # also for a NaN loss: under FSDP every rank must take part in the backward
         (loss / len(batches)).backward()
-        total = total + loss.detach()
-    loss = total / len(batches)
+        losses.append(loss.detach())
+    loss = torch.stack(losses).mean()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if hasattr(grad_norm, "full_tensor"):        # a DTensor under FSDP2
         grad_norm = grad_norm.full_tensor()
@@ -226,6 +226,9 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
     `picture(model, batch)` -> uint8 [H, W, 3] goes to TensorBoard at every checkpoint."""
     if cfg.on_fault not in FAULT_HANDLING:
         raise ValueError(f"{name}.on_fault={cfg.on_fault!r}: choose {', '.join(FAULT_HANDLING)}")
+    if cfg.grad_accum_steps < 1:
+        raise ValueError(f"{name}.grad_accum_steps={cfg.grad_accum_steps}: must be at least 1")
+    accum = cfg.grad_accum_steps
     SummaryWriter = _summary_writer_class()
 
     run_dir = Path(run_dir)
@@ -246,11 +249,11 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
         if main:
             print(f"[{name}] resuming from {ckpt} (step {step}/{cfg.steps})")
     dataset = open_clips(data_path, cfg.clip_len, require)
-    if cfg.grad_accum_steps < 1:
-        raise ValueError(f"{name}.grad_accum_steps={cfg.grad_accum_steps}: must be at least 1")
-    accum = cfg.grad_accum_steps
-    batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step * accum, num_workers=num_workers,
-                          rank=rank, world=world)
+
+    def batches_from(step: int):      # every optimiser step reads `accum` micro-batches
+        return clip_loader(dataset, cfg.batch_size, seed, start_batch=step * accum, num_workers=num_workers,
+                           rank=rank, world=world)
+    batches = batches_from(step)
     writer = SummaryWriter(str(run_dir / "tensorboard" / name)) if main else _NoWriter()
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     bar = progress_bar(total=cfg.steps, initial=step, desc=name, unit="step", bar=progress, quiet=not main)
@@ -278,8 +281,7 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
                     if where is not None:
                         step = load_checkpoint(where, model, optimizer)
                         model.to(device)
-                        batches = clip_loader(dataset, cfg.batch_size, seed, start_batch=step * accum,
-                                              num_workers=num_workers, rank=rank, world=world)
+                        batches = batches_from(step)
                         bar.update(step - bar.n)
                         continue
                 elif collapse is not None:
