@@ -92,6 +92,29 @@ def reidentify(lam, lam_window: int, videos: np.ndarray, sequences: np.ndarray, 
             "reid_chance": 1.0 / num_actions, "lam_readings": read.tolist()}
 
 
+@torch.no_grad()
+def reidentification_ceiling(world, data_path: str | Path, max_episodes: int = 64) -> dict:
+    """The re-identification a perfect dynamics model would reach with this tokenizer and LAM: real
+    held-out video, redrawn by the tokenizer as generated frames are drawn, read by the LAM, against
+    its reading of the real frames. Averaged over codes as re-identification commands them (each
+    code alike); a code the LAM never reads on the real video has no figure."""
+    from robo_genie.datasets.pretokenize import encode_windowed
+    shards = FrameShards(data_path)
+    tok, real, redrawn = world.tokenizer, [], []
+    for e in range(min(len(shards.episodes), max_episodes)):
+        video = torch.from_numpy(shards.read(e)).float().div(255).to(world.device)
+        codes = tok.quantizer.lookup(encode_windowed(tok, video, world.window).flatten(1))
+        drawn = tok.decode_codes(codes[None], world.window)[0].clamp(0, 1)
+        real.append(infer_actions_windowed(world.lam, video, world.lam_window).cpu().numpy())
+        redrawn.append(infer_actions_windowed(world.lam, drawn, world.lam_window).cpu().numpy())
+    real, redrawn = np.concatenate(real), np.concatenate(redrawn)
+    per_code = [float((redrawn[real == a] == a).mean()) if (real == a).any() else None
+                for a in range(world.num_actions)]
+    known = [x for x in per_code if x is not None]
+    return {"reid_ceiling": float(np.mean(known)), "reid_ceiling_per_code": per_code,
+            "reid_ceiling_transitions_per_code": np.bincount(real, minlength=world.num_actions).tolist()}
+
+
 def motion_agreement(signatures: np.ndarray, groups: np.ndarray, n_permutations: int = 1000,
                      seed: int = 0) -> dict:
     """signatures [S, P, T, 2], groups [S] (the kind of each sequence: held code or random) ->

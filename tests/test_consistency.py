@@ -87,6 +87,43 @@ def test_a_world_shuffled_per_prompt_scores_near_chance():
     assert "Not consistent" in cons.verdict(reid["reid_accuracy"], 0.25, motion["motion_margin"], motion["p_value"])
 
 
+class StandInTokenizer:
+    """Codes each pixel as one token (its 8-bit colour); `still` redraws every frame as the clip's first."""
+
+    def __init__(self, still: bool):
+        self.still, self.quantizer = still, self
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:                  # [B, T, H, W, 3] -> [B, T, H, W]
+        rgb = (video * 255).round().long()
+        return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
+
+    def lookup(self, tokens: torch.Tensor) -> torch.Tensor:                 # [..., S] -> [..., S, 3]
+        return torch.stack([tokens // 65536, tokens // 256 % 256, tokens % 256], -1).float() / 255
+
+    def decode_codes(self, codes: torch.Tensor, window: int) -> torch.Tensor:
+        video = codes.reshape(*codes.shape[:2], SIZE, SIZE, 3)
+        return video[:, :1].expand_as(video) if self.still else video
+
+
+@pytest.mark.parametrize("still,expected", [(False, 1.0), (True, 0.25)])
+def test_the_reidentification_ceiling_reads_the_redrawn_video(tmp_path, still, expected):
+    """A tokenizer that redraws faithfully leaves the LAM reading its own codes (ceiling 1); one that
+    freezes the picture leaves it one code of four (0.25)."""
+    from robo_genie.datasets.shards import ShardWriter
+    rng = np.random.default_rng(0)
+    with ShardWriter(tmp_path / "moving", source="test", fps=10, image_size=SIZE) as w:
+        for e in range(4):
+            frames = [_prompts(1, seed=e)[0]]
+            for code in rng.permutation(np.repeat(np.arange(4), 3)):
+                frames.append(np.roll(frames[-1], tuple(MOVES[code].tolist()), axis=(0, 1)))
+            w.add(f"ep{e}", np.stack(frames))
+    world = StandInWorld(shuffle=False)
+    world.tokenizer, world.window = StandInTokenizer(still), 2
+    out = cons.reidentification_ceiling(world, tmp_path / "moving")
+    assert out["reid_ceiling"] == pytest.approx(expected)
+    assert out["reid_ceiling_transitions_per_code"] == [12, 12, 12, 12]
+
+
 def test_flow_signature_reads_direction_and_size_of_a_move():
     video = np.repeat(_prompts(1), 3, axis=0)
     video[1] = np.roll(video[0], 2, axis=1)                    # 2 px right
@@ -118,7 +155,8 @@ def test_eval_consistency_cli_writes_every_file(micro_run, sim_shards, tmp_path)
         assert (out / name).stat().st_size > 0
     page = (out / "report.html").read_text()
     assert report["verdict"] in page
-    assert f"chance {report['reid_chance']:.3f}" in page                # beside its reference
+    assert f"chance {report['reid_chance']:.3f}" in page                # beside its references
+    assert 0 <= report["reid_ceiling"] <= 1 and f"a perfect dynamics model {report['reid_ceiling']:.3f}" in page
 
 
 def test_eval_consistency_takes_a_folder_of_images_and_names_a_bad_path(micro_run, tmp_path):

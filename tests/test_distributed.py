@@ -50,7 +50,9 @@ def single(sim_shards, tmp_path_factory):
 
 def test_two_processes_match_one_at_the_same_global_batch(single, sim_shards, tmp_path):
     two = tmp_path / "two"
-    _run(_args(sim_shards, two, 2), 2)          # 2 x 2 clips = the single run's 4, the same clips
+    log = _run(_args(sim_shards, two, 2), 2)    # 2 x 2 clips = the single run's 4, the same clips
+    # the model was built without storage and initialised shard by shard, to the plain build's weights
+    assert "built without weights, sharded over 2 processes" in log
     one_losses, two_losses = _losses(single), _losses(two)
     assert len(one_losses) == len(two_losses) == STEPS
     for a, b in zip(one_losses, two_losses):

@@ -24,6 +24,7 @@ from robo_genie.datasets.loader import clip_loader, open_clips
 from robo_genie.models.lam import infer_actions_windowed
 from robo_genie.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from robo_genie.training.optim import lr_at, make_optimizer, set_lr
+from robo_genie.training.deferred_init import is_deferred, materialise
 from robo_genie.training.parallelize import parallelize
 from robo_genie.progress import progress_bar
 
@@ -234,9 +235,15 @@ def train(model: nn.Module, step_fn: StepFn, cfg: StageTrainConfig, data_path: s
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints" / name
     torch.manual_seed(seed)
-    model.to(device).train()
+    deferred = is_deferred(model)                      # no storage yet: it gets its shards' only
+    model = model.train() if deferred else model.to(device).train()
     mesh = distributed.init_from_env(device)           # None in one process
     model = parallelize(model, mesh, device, cfg.activation_checkpointing, cfg.compile)
+    if deferred:
+        materialise(model, device)
+        if distributed.is_main():
+            print(f"[{name}] built without weights, sharded over {distributed.world_size()} processes, "
+                  f"then initialised shard by shard")
     rank, world = distributed.rank(), distributed.world_size()
     main = distributed.is_main()
     if mesh is not None:

@@ -24,6 +24,7 @@ from robo_genie.datasets.pretokenize import check_token_shards
 from robo_genie.datasets.pretokenize import pretokenize as pretokenize_shards
 from robo_genie.datasets.shards import FrameShards, ShardError
 from robo_genie.models import PARTS, build_part
+from robo_genie.training.deferred_init import build_deferred
 from robo_genie.training.loop import dynamics_inputs_fn, dynamics_step_fn, pixel_step, train
 from robo_genie.training.pictures import dynamics_picture_fn, tokenizer_picture
 from robo_genie.training.relabel import relabel_token_shards
@@ -105,12 +106,16 @@ def _recorded_action_dim(data_path: str) -> int:
 
 def _fresh_part(part: str, model_cfg: DictConfig, seed: int, init_from: str | None,
                 tokenizer: torch.nn.Module | None) -> torch.nn.Module:
-    """A part to train: seeded fresh weights, or init_from's when it has the same architecture."""
+    """A part to train: init_from's weights when it has the same architecture, or seeded fresh ones;
+    under torchrun those are built without storage and initialised after sharding (deferred_init.py)."""
     torch.manual_seed(seed)
-    model = build_part(part, model_cfg)
     if init_from and part in bundle_io.read_meta(init_from)["parts"] and _same_part(init_from, part, model_cfg):
         model = bundle_io.load_part(init_from, part, "cpu", model_cfg).train()
         print(f"[{part}] starting from {init_from}")
+    elif distributed.launched():
+        model = build_deferred(lambda: build_part(part, model_cfg))
+    else:
+        model = build_part(part, model_cfg)
     if tokenizer is not None and hasattr(model, "set_codebook"):   # latent dynamics: the codes are its state space
         model.set_codebook(tokenizer.quantizer.codebook)
     return model
