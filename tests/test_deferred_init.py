@@ -61,3 +61,16 @@ def test_a_parameter_without_an_init_call_is_refused_by_name():
 
     with pytest.raises(RuntimeError, match="FactoryValue: no init call for gain"):
         build_deferred(FactoryValue)
+
+
+@pytest.mark.parametrize("checkpointing", ["full", "selective"])
+def test_wrapping_between_build_and_materialise_keeps_the_weights(micro_cfg, checkpointing):
+    """Activation checkpointing wraps blocks (their parameters' names change) before initialisation."""
+    from robo_genie.training.parallelize import parallelize
+    torch.manual_seed(2)
+    plain = build_part("dynamics", micro_cfg).state_dict()
+    torch.manual_seed(2)
+    model = parallelize(build_deferred(lambda: build_part("dynamics", micro_cfg)), None, torch.device("cpu"),
+                        checkpointing)
+    state = materialise(model, torch.device("cpu")).state_dict()
+    assert state.keys() == plain.keys() and all(torch.equal(state[k], plain[k]) for k in plain)

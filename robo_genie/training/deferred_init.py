@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 @dataclass
 class _Record:
     rng_state: torch.Tensor
-    calls: list = field(default_factory=list)          # (parameter name, function, args, kwargs)
+    calls: list = field(default_factory=list)          # ((module, attribute), function, args, kwargs)
 
 
 _RECORDS: "weakref.WeakKeyDictionary[nn.Module, _Record]" = weakref.WeakKeyDictionary()
@@ -68,15 +68,18 @@ def build_deferred(build: Callable[[], nn.Module]) -> nn.Module:
             model = build()
     finally:
         nn.Module.register_parameter = original
+    # A parameter is known by its module and attribute: wrappers (activation checkpointing) rename
+    # it and fully_shard replaces the tensor, but both keep it on the same module under the same name.
+    owners = {id(p): (m, n) for m in model.modules() for n, p in m.named_parameters(recurse=False)}
     names = {id(p): n for n, p in model.named_parameters()}
     record = _Record(rng_state)
     for target, func, args, kwargs in recorder.calls:
-        if id(target) not in names:
+        if id(target) not in owners:
             raise RuntimeError(f"{type(model).__name__}: {func.__name__} on a meta tensor that is not one of its "
                                f"parameters; initialise parameters in place with torch.nn.init on the parameter")
-        record.calls.append((names[id(target)], func, args, kwargs))
-    initialised = {name for name, *_ in record.calls}
-    if missing := [n for n in names.values() if n not in initialised]:
+        record.calls.append((owners[id(target)], func, args, kwargs))
+    initialised = {id(getattr(m, n)) for (m, n), *_ in record.calls}
+    if missing := [name for i, name in names.items() if i not in initialised]:
         raise RuntimeError(f"{type(model).__name__}: no init call for {', '.join(missing)}; give each parameter "
                            f"its value with torch.nn.init")
     _RECORDS[model] = record
@@ -105,19 +108,18 @@ def materialise(model: nn.Module, device: torch.device) -> nn.Module:
     with torch.no_grad():
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
-        params = dict(model.named_parameters())
-        last = {name: i for i, (name, *_) in enumerate(record.calls)}
-        full: dict[str, torch.Tensor] = {}
+        last = {owner: i for i, (owner, *_) in enumerate(record.calls)}
+        full: dict[tuple, torch.Tensor] = {}
         saved = torch.random.get_rng_state()
         torch.random.set_rng_state(record.rng_state)      # the random state the plain build started from
         try:
-            for i, (name, func, args, kwargs) in enumerate(record.calls):
-                param = params[name]
-                if name not in full:
-                    full[name] = torch.empty(param.shape, dtype=param.dtype)
-                _replay(func, args, kwargs, full[name])
-                if last[name] == i:                    # its value is final: keep this rank's part only
-                    value = full.pop(name).to(device)
+            for i, (owner, func, args, kwargs) in enumerate(record.calls):
+                param = getattr(*owner)
+                if owner not in full:
+                    full[owner] = torch.empty(param.shape, dtype=param.dtype)
+                _replay(func, args, kwargs, full[owner])
+                if last[owner] == i:                   # its value is final: keep this rank's part only
+                    value = full.pop(owner).to(device)
                     if isinstance(param, DTensor):       # every rank holds the same value: no communication
                         value = distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
                     param.copy_(value)
