@@ -176,8 +176,10 @@ def test_the_dynamics_stage_continues_its_draft_under_two_processes(micro_run, s
         (run / "bundle" / "dynamics.safetensors").unlink()
         train = [f"dynamics.{k}" for k in (f"batch_size={4 // processes}", "clip_len=4", "warmup_steps=2",
                                            "log_every=1", "ckpt_every=100")]
-        _run(["train", "stage=dynamics", f"data.path={sim_shards}", f"out={run}", f"steps={STEPS}",
-              "progress=false", "device=cpu", *MICRO, *train], processes)
+        log = _run(["train", "stage=dynamics", f"data.path={sim_shards}", f"out={run}", f"steps={STEPS}",
+                    "progress=false", "device=cpu", *MICRO, *train], processes)
+        # rank 0 alone pre-tokenises: two ranks writing one folder at once broke a CI run on 2026-12-02
+        assert log.count("[pre-tokenise]") == 1, log
         runs[processes] = load_file(str(run / "bundle" / "dynamics.safetensors"))
     one, two = runs[1], runs[2]
     assert one.keys() == two.keys()

@@ -182,6 +182,9 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
                  init_from: str | None = None, progress: bool = True, num_workers: int = 0,
                  halt_at_step: int | None = None, pretokenize: bool = True) -> dict[str, dict]:
     """Returns per-stage info ({} for a stage that halted before finishing)."""
+    # Join the process group first: until then every rank is "rank 0", and the work done before
+    # training (pre-tokenising, on rank 0 only) would be done by all of them at once, into one folder.
+    distributed.init_from_env(device)
     run_dir = Path(run_dir)
     run_bundle = run_dir / "bundle"
     recorded = model_cfg.dynamics.actions == "recorded"
