@@ -33,15 +33,10 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def launched() -> bool:
-    """Whether this process is one of several started by torchrun (WORLD_SIZE > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def init_from_env(device: torch.device):
     """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs) and return
     a 1-D device mesh over all ranks; otherwise None."""
-    if not launched():
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from torch.distributed.device_mesh import init_device_mesh
     if not active():

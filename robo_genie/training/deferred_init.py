@@ -71,15 +71,14 @@ def build_deferred(build: Callable[[], nn.Module]) -> nn.Module:
     # A parameter is known by its module and attribute: wrappers (activation checkpointing) rename
     # it and fully_shard replaces the tensor, but both keep it on the same module under the same name.
     owners = {id(p): (m, n) for m in model.modules() for n, p in m.named_parameters(recurse=False)}
-    names = {id(p): n for n, p in model.named_parameters()}
     record = _Record(rng_state)
     for target, func, args, kwargs in recorder.calls:
         if id(target) not in owners:
             raise RuntimeError(f"{type(model).__name__}: {func.__name__} on a meta tensor that is not one of its "
                                f"parameters; initialise parameters in place with torch.nn.init on the parameter")
         record.calls.append((owners[id(target)], func, args, kwargs))
-    initialised = {id(getattr(m, n)) for (m, n), *_ in record.calls}
-    if missing := [name for i, name in names.items() if i not in initialised]:
+    initialised = {id(target) for target, *_ in recorder.calls}
+    if missing := [name for name, p in model.named_parameters() if id(p) not in initialised]:
         raise RuntimeError(f"{type(model).__name__}: no init call for {', '.join(missing)}; give each parameter "
                            f"its value with torch.nn.init")
     _RECORDS[model] = record

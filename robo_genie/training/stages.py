@@ -112,7 +112,7 @@ def _fresh_part(part: str, model_cfg: DictConfig, seed: int, init_from: str | No
     if init_from and part in bundle_io.read_meta(init_from)["parts"] and _same_part(init_from, part, model_cfg):
         model = bundle_io.load_part(init_from, part, "cpu", model_cfg).train()
         print(f"[{part}] starting from {init_from}")
-    elif distributed.launched():
+    elif distributed.active():          # train_stages has joined the process group
         model = build_deferred(lambda: build_part(part, model_cfg))
     else:
         model = build_part(part, model_cfg)
