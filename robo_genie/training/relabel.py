@@ -45,19 +45,22 @@ def best_codes(dynamics: torch.nn.Module, tokens: torch.Tensor, chunk: int = 16)
 
 
 def relabel_token_shards(dynamics: torch.nn.Module, src: str | Path, out: str | Path, *, device,
-                         progress: bool = True) -> float:
+                         progress: bool = True, write: bool = True) -> float:
     """A copy of the token shards `src` with every transition's latent action replaced by
     best_codes(); written under a temporary name and renamed, so it exists only when complete.
-    Returns the fraction of transitions whose code changed."""
+    Returns the fraction of transitions whose code changed. `write=False` computes the same codes
+    and writes nothing (the other ranks of a sharded model, whose passes need every rank)."""
     src, out = FrameShards(src), Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     m = src.manifest
-    writer = ShardWriter(tmp, kind="tokens", source=m["source"], fps=m["fps"], image_size=m["image_size"],
-                         action_names=m.get("action_names"), label_names=m.get("label_names"),
-                         extra={**m["extra"], "relabelled_by": "draft dynamics model"}, shard_frames=16384)
+    writer = None
+    if write:
+        shutil.rmtree(tmp, ignore_errors=True)
+        writer = ShardWriter(tmp, kind="tokens", source=m["source"], fps=m["fps"], image_size=m["image_size"],
+                             action_names=m.get("action_names"), label_names=m.get("label_names"),
+                             extra={**m["extra"], "relabelled_by": "draft dynamics model"}, shard_frames=16384)
     keys = [k for k in ("latent_actions", "actions", "labels") if src.has(k)]
-    dynamics = dynamics.to(device).eval()
+    dynamics = dynamics.eval()             # on `device` already (a sharded model must not be moved)
     changed = total = 0
     for e, ep in enumerate(progress_bar(src.episodes, desc="relabel", unit="ep", bar=progress)):
         arrays = {k: src.read(e, key=k) for k in ("tokens", *keys)}
@@ -67,8 +70,10 @@ def relabel_token_shards(dynamics: torch.nn.Module, src: str | Path, out: str | 
         changed += int(np.sum(codes[:-1] != arrays["latent_actions"][:-1]))
         total += len(codes) - 1
         arrays["latent_actions"] = codes
-        writer.add_arrays(ep["name"], arrays)
-    writer.close()
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+        if writer is not None:
+            writer.add_arrays(ep["name"], arrays)
+    if writer is not None:
+        writer.close()
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
     return changed / max(total, 1)

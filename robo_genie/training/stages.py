@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -131,27 +132,38 @@ def _relabels(model_cfg: DictConfig, part_data: str) -> bool:
 
 def _relabelled_data(draft: torch.nn.Module, tokens: str, run_dir: Path, tok_bundle: Path, device,
                      progress: bool) -> tuple[str, float | None]:
-    """RUN/tokens_relabelled (written once, on rank 0, by the plain `draft`) and the fraction of
-    codes the draft changed (None when an earlier run already wrote it)."""
+    """RUN/tokens_relabelled (written once, on rank 0) and the fraction of codes the draft changed
+    (None when an earlier run already wrote it). Under FSDP the draft stays sharded: each of its
+    forward passes needs every rank, so all ranks compute the same codes and rank 0 writes them."""
     out, changed = run_dir / "tokens_relabelled", None
-    if not _tokens_complete(out, tokens, tok_bundle) and distributed.is_main():   # every rank reads the same answer
-        changed = relabel_token_shards(draft, tokens, out, device=device, progress=progress)
-        print(f"[dynamics] relabelled the training transitions with the draft's codes: {changed:.0%} changed")
+    # Every rank decides before any can finish: the output appears only after the last pass, which
+    # needs them all.
+    if not _tokens_complete(out, tokens, tok_bundle):
+        with _root_gathered(draft):
+            changed = relabel_token_shards(draft, tokens, out, device=device, progress=progress and distributed.is_main(),
+                                           write=distributed.is_main())
+        if distributed.is_main():
+            print(f"[dynamics] relabelled the training transitions with the draft's codes: {changed:.0%} changed")
     distributed.barrier()
     return str(out), changed
 
 
-def _plain_copy(model: torch.nn.Module, part: str, model_cfg: DictConfig) -> torch.nn.Module:
-    """A trained part as a fresh plain module on every rank (under FSDP its full state gathered from
-    the shards; every rank takes part): to relabel with, and to train on from."""
-    if distributed.active():
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-    else:
-        state = model.state_dict()
-    plain = build_part(part, model_cfg)
-    plain.load_state_dict(state)
-    return plain
+@contextmanager
+def _root_gathered(model: torch.nn.Module):
+    """FSDP gathers each block's weights in the block's forward; relabelling also calls the root's
+    own layers (embeddings, head) outside forward(), so those few are gathered for its duration,
+    and on GPUs the pass runs under bf16 autocast, as those weights are then bf16."""
+    from torch.distributed.fsdp import FSDPModule
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.unshard()
+    device_type = next(model.parameters()).device.type
+    try:
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+            yield
+    finally:
+        model.reshard()
 
 
 def _continued(cfg: DictConfig) -> DictConfig:
@@ -214,7 +226,7 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
                 if not draft.finished:
                     print(f"[dynamics_draft] halted at step {draft.step}; rerun the same command to continue.")
                     return results
-                model = _plain_copy(draft.model, part, model_cfg)
+                model = draft.model            # the continuation trains on, as it is wrapped and sharded
                 part_data, changed = _relabelled_data(model, part_data, run_dir, tok_bundle, device, progress)
                 extra_info = {"relabelled": {"draft_steps": draft.step, "codes_changed": changed}}
                 model.action_counts.zero_()    # the final model counts the codes it trains on
