@@ -138,18 +138,18 @@ def _relabelled_data(draft: torch.nn.Module, tokens: str, run_dir: Path, tok_bun
     out, changed = run_dir / "tokens_relabelled", None
     # Every rank decides before any can finish: the output appears only after the last pass, which
     # needs them all.
+    main = distributed.is_main()
     if not _tokens_complete(out, tokens, tok_bundle):
-        with _root_gathered(draft):
-            changed = relabel_token_shards(draft, tokens, out, device=device, progress=progress and distributed.is_main(),
-                                           write=distributed.is_main())
-        if distributed.is_main():
+        with _root_gathered(draft, device):
+            changed = relabel_token_shards(draft, tokens, out, device=device, progress=progress and main, write=main)
+        if main:
             print(f"[dynamics] relabelled the training transitions with the draft's codes: {changed:.0%} changed")
     distributed.barrier()
     return str(out), changed
 
 
 @contextmanager
-def _root_gathered(model: torch.nn.Module):
+def _root_gathered(model: torch.nn.Module, device: torch.device):
     """FSDP gathers each block's weights in the block's forward; relabelling also calls the root's
     own layers (embeddings, head) outside forward(), so those few are gathered for its duration,
     and on GPUs the pass runs under bf16 autocast, as those weights are then bf16."""
@@ -158,9 +158,8 @@ def _root_gathered(model: torch.nn.Module):
         yield
         return
     model.unshard()
-    device_type = next(model.parameters()).device.type
     try:
-        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             yield
     finally:
         model.reshard()
