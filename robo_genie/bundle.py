@@ -31,6 +31,9 @@ from robo_genie.training.checkpoint import state_dict_for_save
 FORMAT = "robo_genie.bundle/1"
 
 
+RETRAIN = "Train a new bundle with `robo-genie train stage=all data.path=SHARDS out=RUN` (or `robo-genie demo`)."
+
+
 class BundleError(ValueError):
     pass
 
@@ -59,15 +62,13 @@ def load_model_config(path: str | Path) -> DictConfig:
     has either, so they are refused with the command that trains a new one."""
     read_meta(path)                       # a folder that is not a bundle is named as such
     raw = OmegaConf.load(Path(path) / "config.yaml")
-    retrain = ("Train a new bundle with `robo-genie train stage=all data.path=SHARDS out=RUN` (or "
-               "`robo-genie demo`).")
     if "max_frames" in raw:
         raise BundleError(f"{path} was trained by an older robo_genie, whose models learned a position "
                           f"embedding per frame (model.max_frames); today's use rotary time positions, which let "
-                          f"play cache past frames. {retrain}")
+                          f"play cache past frames. {RETRAIN}")
     if "code_dim" in raw.get("lam", {}):
         raise BundleError(f"{path} was trained by an older robo_genie, whose LAM learnt a codebook of latent "
-                          f"actions (model.lam.code_dim); today's quantises them with fixed levels (FSQ). {retrain}")
+                          f"actions (model.lam.code_dim); today's quantises them with fixed levels (FSQ). {RETRAIN}")
     return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
 
 
@@ -124,7 +125,13 @@ def load_part(path: str | Path, part: str, device: str | torch.device = "cpu",
     except (SafetensorError, OSError) as e:
         raise BundleError(f"{file} cannot be read as safetensors ({e}); robo_genie never loads pickles. "
                           f"Copy the bundle again, or retrain the {part}.") from None
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        # e.g. a LAM from before it read motion products and fitted its code vectors (2026-12-03)
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise BundleError(f"{file} was written by another version of robo_genie, whose {part} differs from "
+                          f"this version's ({first}). {RETRAIN}") from None
     return model.to(device).eval()
 
 

@@ -2,8 +2,15 @@
 
 Every episode randomises colours, object and cloth poses, lighting and camera within set ranges,
 so that prompt images differ. The gripper (a mocap body, so it pushes objects kinematically)
-moves by a few pixels per step along one of six primitives, each held for a few steps. Every step
-records the RT-1-style 7-D action (xyz delta, rpy delta, gripper) and the primitive's label.
+moves by a few pixels per step along one of eight primitives, each held for a few steps: left,
+right, up, down and the four diagonals between them, in the plane that faces the camera. Every
+step records the RT-1-style 7-D action (xyz delta, rpy delta, gripper) and the primitive's label.
+
+Why that plane: a move towards the camera's far side and a move up both carry the gripper up the
+picture, and a LAM reading one camera cannot tell them apart. The scene used to have those two
+(forward/back and up/down), and its LAM gave each pair one code, which capped every measure of
+the codes (NOTES.md, 2026-12-02 and 2026-12-03). Eight moves the camera can tell apart give the
+eight latent actions eight things to name.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-PRIMITIVES = ("left", "right", "forward", "back", "up", "down")
-_DIRECTIONS = np.array([[-1, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float)
+PRIMITIVES = ("left", "right", "up", "down", "up-left", "up-right", "down-left", "down-right")
+_R = 2 ** -0.5
+_DIRECTIONS = np.array([[-1, 0, 0], [1, 0, 0], [0, 0, 1], [0, 0, -1],
+                        [-_R, 0, _R], [_R, 0, _R], [-_R, 0, -_R], [_R, 0, -_R]], float)   # unit length
 STEP_M = 0.022                      # gripper travel per step (about 2-3 px at 64x64)
 WORKSPACE_LO = np.array([-0.18, -0.16, 0.04])
-WORKSPACE_HI = np.array([0.18, 0.16, 0.16])
+WORKSPACE_HI = np.array([0.18, 0.16, 0.18])
 SUBSTEPS = 10                       # physics steps per recorded frame (0.04 s, 25 Hz)
 FPS = 25.0
 ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")

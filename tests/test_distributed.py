@@ -1,6 +1,6 @@
 """torchrun + FSDP2 on CPU (gloo), 2 processes against 1: the same losses at the same global batch,
 codebooks that agree across ranks, checkpoints that resume with another number of processes
-(2 -> 1 and 1 -> 2), and a dynamics stage whose draft relabels and trains on while sharded."""
+(2 -> 1 and 1 -> 2), and the dynamics stage on pre-tokenised data."""
 
 from __future__ import annotations
 
@@ -164,10 +164,9 @@ def test_a_tampered_sharded_checkpoint_is_refused_without_running_its_payload(si
     assert not marker.exists()
 
 
-def test_the_dynamics_stage_continues_its_draft_under_two_processes(micro_run, sim_shards, tmp_path):
-    """The dynamics stage under FSDP: the draft relabels its data and trains on as it is, sharded
-    (no rank ever holds it whole), and 2 processes end where 1 does at the same global batch (a
-    continuation from fresh weights, or from a draft that relabelled wrongly, would not)."""
+def test_the_dynamics_stage_under_two_processes_ends_where_one_does(micro_run, sim_shards, tmp_path):
+    """The dynamics stage under FSDP, on the tokens rank 0 alone pre-tokenises: 2 processes end
+    where 1 does at the same global batch."""
     import shutil
     runs = {}
     for processes in (1, 2):

@@ -40,12 +40,8 @@ def test_token_shards_hold_the_frozen_parts_outputs(run, sim_shards, tmp_path):
 
 def test_stage_all_pretokenises_once_and_dynamics_trains_on_tokens(run):
     meta = bundle_io.read_meta(run / "bundle")
-    # the final model trains on the draft's relabelling of RUN/tokens (training/relabel.py)
-    assert meta["parts"]["dynamics"]["data"] == str(run / "tokens_relabelled")
-    # the draft's 4 steps, then 2 more of the draft on its relabels
-    assert meta["parts"]["dynamics"]["relabelled"]["draft_steps"] == 4 and meta["parts"]["dynamics"]["steps"] == 2
-    for folder in ("tokens", "tokens_relabelled"):             # made with this run's parts: accepted
-        check_token_shards(run / folder, run / "bundle")
+    assert meta["parts"]["dynamics"]["data"] == str(run / "tokens")
+    check_token_shards(run / "tokens", run / "bundle")          # made with this run's parts: accepted
 
 
 def test_tokens_of_another_tokenizer_are_refused(run, sim_shards, tmp_path):

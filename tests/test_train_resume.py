@@ -30,9 +30,7 @@ def test_stage_all_writes_a_complete_bundle(straight_run):
     from robo_genie.bundle import read_meta
     meta = read_meta(straight_run / "bundle")
     assert set(meta["parts"]) == {"tokenizer", "lam", "dynamics"}
-    # the dynamics model: a draft of 4 steps, continued for 2 on its relabelled codes
-    assert [meta["parts"][p]["steps"] for p in ("tokenizer", "lam", "dynamics")] == [4, 4, 2]
-    assert meta["parts"]["dynamics"]["relabelled"]["draft_steps"] == 4
+    assert [meta["parts"][p]["steps"] for p in ("tokenizer", "lam", "dynamics")] == [4, 4, 4]
     assert (straight_run / "tensorboard" / "dynamics").is_dir()
 
 
@@ -44,12 +42,10 @@ def test_halt_and_resume_is_bit_identical(stage, straight_run, sim_shards, tmp_p
     _assert_identical(_weights(tmp_path, stage), _weights(straight_run, stage))
 
 
-@pytest.mark.parametrize("phase, at_call, saved_step", [("dynamics_draft", 3, 3), ("dynamics", 4 + 1, 1)])
-def test_interrupted_dynamics_resumes_bit_identical(phase, at_call, saved_step, straight_run, sim_shards, tmp_path, monkeypatch):
-    """A real SIGINT in the middle of a step, of the draft or of the final model (after the draft's
-    4 steps and the relabelling, in the first of its 2): the step finishes, a checkpoint is saved, the run stops;
-    rerunning continues to the same weights as an uninterrupted run (and the same data order: the
-    loader resumes at the batch it stopped at)."""
+def test_interrupted_dynamics_resumes_bit_identical(straight_run, sim_shards, tmp_path, monkeypatch):
+    """A real SIGINT in the middle of the third step: the step finishes, a checkpoint is saved, the
+    run stops; rerunning continues to the same weights as an uninterrupted run (and the same data
+    order: the loader resumes at the batch it stopped at)."""
     import os
     import shutil
     import signal
@@ -64,7 +60,7 @@ def test_interrupted_dynamics_resumes_bit_identical(phase, at_call, saved_step, 
 
         def wrapped(model, batch):
             calls["n"] += 1
-            if calls["n"] == at_call:               # Ctrl-C arrives during this step
+            if calls["n"] == 3:                     # Ctrl-C arrives during this step
                 os.kill(os.getpid(), signal.SIGINT)
             return step(model, batch)
         return wrapped
@@ -73,8 +69,7 @@ def test_interrupted_dynamics_resumes_bit_identical(phase, at_call, saved_step, 
     monkeypatch.setattr("robo_genie.training.stages.dynamics_step_fn", interrupting)
     with pytest.raises(KeyboardInterrupt):
         run_train_job(_job(tmp_path, sim_shards, "dynamics"))
-    assert (tmp_path / "checkpoints" / phase / f"step_{saved_step:07d}").is_dir()
-    assert (tmp_path / "tokens_relabelled").is_dir() == (phase == "dynamics")
+    assert (tmp_path / "checkpoints" / "dynamics" / "step_0000003").is_dir()
     monkeypatch.undo()
     run_train_job(_job(tmp_path, sim_shards, "dynamics"))
     _assert_identical(_weights(tmp_path, "dynamics"), _weights(straight_run, "dynamics"))
@@ -120,7 +115,7 @@ def test_tensorboard_gets_reconstructions_and_dynamics_samples(micro_run):
     """Beside the scalars, the tokenizer logs reconstructions and the dynamics model its next frames
     (own action vs another clip's), as images at each checkpoint."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    for part, columns, last_step in (("tokenizer", 2, 4), ("dynamics", 4, 2)):
+    for part, columns, last_step in (("tokenizer", 2, 4), ("dynamics", 4, 4)):
         events = EventAccumulator(str(micro_run / "tensorboard" / part), size_guidance={"images": 0})
         events.Reload()
         assert f"{part}/samples" in events.Tags()["images"]

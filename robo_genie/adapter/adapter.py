@@ -135,8 +135,8 @@ class Adapter:
 
     @staticmethod
     def _init_nets(world, n_actions: int, n_features: int) -> dict[str, torch.Tensor]:
-        code_dim = world.lam.quantizer.codebook.shape[1]
-        tensors = {"code_vectors": world.lam.quantizer.codebook.detach().float().cpu().clone()}
+        code_dim = world.lam.code_vectors.shape[1]
+        tensors = {"code_vectors": world.lam.code_vectors.detach().float().cpu().clone()}
         fwd, inv = _mlp(code_dim + n_features, n_actions), _mlp(n_actions + n_features, world.num_actions)
         tensors |= {f"forward.{n}": v for n, v in fwd.state_dict().items()}
         tensors |= {f"inverse.{n}": v for n, v in inv.state_dict().items()}

@@ -113,12 +113,7 @@ class Quantizer(nn.Module):
     def _kmeans_init(self, flat: torch.Tensor) -> None:
         """Lloyd's k-means from codes drawn out of the (global) batch; a code left without vectors
         keeps zero usage and is restarted on the first update."""
-        means = _sample(flat, self.codebook_size)
-        for _ in range(self.kmeans_iters):
-            idx = self.nearest(flat, means)
-            counts = torch.bincount(idx, minlength=self.codebook_size).float()
-            sums = torch.zeros_like(self.sums).index_add_(0, idx, flat)
-            means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], means)
+        means, counts = lloyd(flat, _sample(flat, self.codebook_size), self.kmeans_iters)
         self.usage.copy_(counts)
         self.sums.copy_(means * counts[:, None])
         self._refresh_codes()
@@ -197,6 +192,40 @@ def rotate_to(z: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tens
     # (I - 2 r r^T + 2 v u^T) z: the rotation in the plane of u and v that takes u to v
     rotated = z - 2 * r * (r * z).sum(-1, keepdim=True) + 2 * v * (u * z).sum(-1, keepdim=True)
     return rotated * (q_norm / z_norm).detach()
+
+
+@torch.no_grad()
+def lloyd(points: torch.Tensor, means: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means iterations from `means` [K, dim] over points [N, dim] -> (means, how many
+    points each mean was last assigned). A mean left without points stays where it was."""
+    counts = torch.zeros(len(means), device=points.device)
+    for _ in range(iters):
+        idx = nearest_code(points, means)
+        counts = torch.bincount(idx, minlength=len(means)).float()
+        sums = torch.zeros_like(means).index_add_(0, idx, points)
+        means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], means)
+    return means, counts
+
+
+@torch.no_grad()
+def fit_clusters(points: torch.Tensor, k: int, seed: int = 0, restarts: int = 10, iters: int = 50) -> torch.Tensor:
+    """The centres [k, dim] of k clusters of points [N, dim]: k-means from k-means++ starts (Arthur
+    and Vassilvitskii 2007), the run with the least squared distance kept. Seeded: the same points
+    give the same centres."""
+    points = points.float()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    best, best_cost = None, float("inf")
+    for _ in range(restarts):
+        means = points[torch.randint(len(points), (1,), generator=gen)]
+        while len(means) < k:       # each next start drawn with probability ~ squared distance
+            d2 = torch.cdist(points, means).min(1).values.pow(2).cpu()
+            pick = torch.multinomial(d2 + 1e-12, 1, generator=gen) if d2.sum() > 0 else torch.randint(len(points), (1,), generator=gen)
+            means = torch.cat([means, points[pick.to(points.device)]])
+        means, _ = lloyd(points, means, iters)
+        cost = float((points - means[nearest_code(points, means)]).pow(2).sum())
+        if cost < best_cost:
+            best, best_cost = means, cost
+    return best
 
 
 def _sample(vectors: torch.Tensor, n: int) -> torch.Tensor:

@@ -30,8 +30,6 @@ def parallelize(model: nn.Module, mesh, device: torch.device, activation_checkpo
                 compile_blocks: bool = False) -> nn.Module:
     """Shard `model` over the 1-D data-parallel `mesh` (None: one process, only AC and compile).
     bf16 parameters with float32 gradient reduction on GPUs; float32 throughout on CPUs (gloo)."""
-    if getattr(model, "_parallelized", False):     # the dynamics draft's continuation trains it on as it is
-        return model
     if activation_checkpointing not in ACTIVATION_CHECKPOINTING:
         raise ValueError(f"activation_checkpointing={activation_checkpointing!r}: choose "
                          f"{', '.join(ACTIVATION_CHECKPOINTING)}")
@@ -44,7 +42,6 @@ def parallelize(model: nn.Module, mesh, device: torch.device, activation_checkpo
             parent.register_module(name, block)
         if compile_blocks:
             block.compile()               # in place: parameter names (checkpoints, bundles) unchanged
-    model._parallelized = True
     if mesh is None:
         return model
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard

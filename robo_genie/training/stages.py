@@ -1,17 +1,15 @@
 """Train the three parts in order and collect them in a world-model bundle.
 
 tokenizer (pixels) -> LAM (pixels) -> dynamics (tokens of the frozen tokenizer + codes of the
-frozen LAM, pre-tokenised once into RUN/tokens unless pretokenize=false). The latent dynamics model
-trains in two phases: a draft on the LAM's codes, then the draft goes on, for half as many steps, on
-the codes it relabels (training/relabel.py). Each stage resumes from its own checkpoints, and each
-finished part is written to RUN/bundle as soon as it is done, so a later stage can be (re)run alone.
+frozen LAM, pre-tokenised once into RUN/tokens unless pretokenize=false). Each stage resumes from
+its own checkpoints, and each finished part is written to RUN/bundle as soon as it is done, so a
+later stage can be (re)run alone.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,9 +24,9 @@ from robo_genie.datasets.pretokenize import pretokenize as pretokenize_shards
 from robo_genie.datasets.shards import FrameShards, ShardError
 from robo_genie.models import PARTS, build_part
 from robo_genie.training.deferred_init import build_deferred
+from robo_genie.training.lam_codes import fit_lam_codes
 from robo_genie.training.loop import dynamics_inputs_fn, dynamics_step_fn, pixel_step, train
 from robo_genie.training.pictures import dynamics_picture_fn, tokenizer_picture
-from robo_genie.training.relabel import relabel_token_shards
 
 STAGE_ORDER = PARTS
 
@@ -122,58 +120,6 @@ def _fresh_part(part: str, model_cfg: DictConfig, seed: int, init_from: str | No
     return model
 
 
-def _relabels(model_cfg: DictConfig, part_data: str) -> bool:
-    """The latent dynamics model on LAM codes from token shards trains a draft first and then on the
-    draft's relabelled codes (training/relabel.py). Recorded actions need no relabelling; a mixture
-    of frame-shard folders is encoded batch by batch, so there are no stored codes to relabel."""
-    return (model_cfg.dynamics.kind == "latent" and model_cfg.dynamics.actions == "latent"
-            and not is_mixture(part_data) and FrameShards(part_data).kind == "tokens")
-
-
-def _relabelled_data(draft: torch.nn.Module, tokens: str, run_dir: Path, tok_bundle: Path, device,
-                     progress: bool) -> tuple[str, float | None]:
-    """RUN/tokens_relabelled (written once, on rank 0) and the fraction of codes the draft changed
-    (None when an earlier run already wrote it). Under FSDP the draft stays sharded: each of its
-    forward passes needs every rank, so all ranks compute the same codes and rank 0 writes them."""
-    out, changed = run_dir / "tokens_relabelled", None
-    # Every rank decides before any can finish: the output appears only after the last pass, which
-    # needs them all.
-    main = distributed.is_main()
-    if not _tokens_complete(out, tokens, tok_bundle):
-        with _root_gathered(draft, device):
-            changed = relabel_token_shards(draft, tokens, out, device=device, progress=progress and main, write=main)
-        if main:
-            print(f"[dynamics] relabelled the training transitions with the draft's codes: {changed:.0%} changed")
-    distributed.barrier()
-    return str(out), changed
-
-
-@contextmanager
-def _root_gathered(model: torch.nn.Module, device: torch.device):
-    """FSDP gathers each block's weights in the block's forward; relabelling also calls the root's
-    own layers (embeddings, head) outside forward(), so those few are gathered for its duration,
-    and on GPUs the pass runs under bf16 autocast, as those weights are then bf16."""
-    from torch.distributed.fsdp import FSDPModule
-    if not isinstance(model, FSDPModule):
-        yield
-        return
-    model.unshard()
-    try:
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            yield
-    finally:
-        model.reshard()
-
-
-def _continued(cfg: DictConfig) -> DictConfig:
-    """The settings of the draft's continuation on the relabelled codes: half the steps. Continuing
-    for 300 steps gave more than 600 from scratch, in half the time (NOTES.md, thirteenth round)."""
-    out = cfg.copy()
-    out.steps = max(1, cfg.steps // 2)
-    out.warmup_steps = min(cfg.warmup_steps, out.steps)
-    return out
-
-
 def unsharded(model: torch.nn.Module, part: str, model_cfg: DictConfig) -> torch.nn.Module | None:
     """A trained part as one plain module: itself in one process; under FSDP its full state gathered
     into a fresh copy on rank 0 (every rank takes part in the gather; the others get None)."""
@@ -208,7 +154,7 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
             raise ValueError(f"lam.steps={cfg.steps} must exceed model.lam.continuous_warmup_steps="
                              f"{model_cfg.lam.continuous_warmup_steps}: the actions are only "
                              f"quantised after the warm-up")
-        part_data, extra_info, model = data_path, {}, None
+        part_data = data_path
         if part == "dynamics":
             tokenizer, tok_info, tok_bundle = _frozen_part("tokenizer", run_bundle, init_from, device, model_cfg)
             lam, lam_info, lam_bundle = _frozen_part("lam", run_bundle, init_from, device, model_cfg)
@@ -218,22 +164,9 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
             # recorded actions are read with the frames: no token shards
             part_data = _dynamics_data(data_path, run_dir, tok_bundle, lam_bundle, pretokenize and not recorded,
                                        device, progress)
-            if _relabels(model_cfg, part_data):
-                draft = train(_fresh_part(part, model_cfg, seed, init_from, tokenizer), step_fn, cfg, part_data,
-                              run_dir, name="dynamics_draft", device=device, seed=seed, progress=progress,
-                              num_workers=num_workers, halt_at_step=halt_at_step, picture=picture)
-                if not draft.finished:
-                    print(f"[dynamics_draft] halted at step {draft.step}; rerun the same command to continue.")
-                    return results
-                model = draft.model            # the continuation trains on, as it is wrapped and sharded
-                part_data, changed = _relabelled_data(model, part_data, run_dir, tok_bundle, device, progress)
-                extra_info = {"relabelled": {"draft_steps": draft.step, "codes_changed": changed}}
-                model.action_counts.zero_()    # the final model counts the codes it trains on
-                cfg = _continued(cfg)          # the draft goes on, on its own relabels
         else:
             step_fn, picture = pixel_step, tokenizer_picture if part == "tokenizer" else None
-        if model is None:
-            model = _fresh_part(part, model_cfg, seed, init_from, tokenizer if part == "dynamics" else None)
+        model = _fresh_part(part, model_cfg, seed, init_from, tokenizer if part == "dynamics" else None)
         result = train(model, step_fn, cfg, part_data, run_dir, name=part, device=device, seed=seed,
                        progress=progress, num_workers=num_workers, halt_at_step=halt_at_step,
                        require=("actions",) if part == "dynamics" and recorded else (), picture=picture)
@@ -242,8 +175,10 @@ def train_stages(stages: tuple[str, ...], model_cfg: DictConfig, stage_cfgs: dic
             return results
         info = {"steps": result.step, "clip_len": cfg.clip_len, "data": str(part_data), "seconds": round(result.seconds, 1),
                 "final_metrics": result.last_metrics, "init_from": init_from,
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra_info}
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         trained = unsharded(result.model, part, model_cfg)     # the whole model, on rank 0 (or alone)
+        if part == "lam" and distributed.is_main():
+            info["codes_fitted"] = fit_lam_codes(trained, part_data, cfg.clip_len, device, seed)
         if distributed.is_main():
             bundle_io.save_part(run_bundle, part, trained, model_cfg, info)
             if part == "dynamics":     # frozen parts taken from init_from join this run's bundle: it plays alone
