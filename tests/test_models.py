@@ -7,6 +7,11 @@ from omegaconf import OmegaConf
 from robo_genie.config import MODEL_PRESETS, DynamicsConfig
 from robo_genie.models import build_part
 
+# Causality checks compare two forward passes, whose float32 rounding can differ (the same sums on
+# differently aligned memory: once in 23 runs of this file the difference passed 1e-6), while the
+# outputs that do read the changed frame must move by more than 1e-4 (asserted beside each).
+ROUNDING = 1e-5
+
 
 def _video(b=2, t=4, size=32):
     return torch.rand(b, t, size, size, 3)
@@ -19,7 +24,7 @@ def test_tokenizer_encoder_is_causal(micro_cfg):
     v2 = v.clone()
     v2[:, 2] = torch.rand_like(v2[:, 2])
     z2 = tok.encode_continuous(v2)
-    assert torch.allclose(z[:, :2], z2[:, :2], atol=1e-6)
+    assert torch.allclose(z[:, :2], z2[:, :2], atol=ROUNDING)
     assert not torch.allclose(z[:, 2:], z2[:, 2:], atol=1e-4)
     assert torch.equal(tok.encode(v)[:, :2], tok.encode(v2)[:, :2])
 
@@ -33,7 +38,7 @@ def test_tokenizer_decoder_and_pixel_refiner_are_causal(micro_cfg):
     codes2 = codes.clone()
     codes2[:, 2:] = torch.randn_like(codes2[:, 2:])
     out2 = tok.decode_codes(codes2)
-    assert torch.allclose(out[:, :2], out2[:, :2], atol=1e-6)
+    assert torch.allclose(out[:, :2], out2[:, :2], atol=ROUNDING)
     assert not torch.allclose(out[:, 2:], out2[:, 2:], atol=1e-4)
 
 
@@ -58,7 +63,7 @@ def test_lam_encoder_action_t_reads_frame_t_plus_1_only_forward(micro_cfg):
     v2 = v.clone()
     v2[:, 2] = torch.rand_like(v2[:, 2])             # change x_2 (0-based)
     a2 = lam.encode_continuous(v2)
-    assert torch.allclose(a[:, 0], a2[:, 0], atol=1e-6)        # a_0 sees x_0, x_1 only
+    assert torch.allclose(a[:, 0], a2[:, 0], atol=ROUNDING)        # a_0 sees x_0, x_1 only
     assert not torch.allclose(a[:, 1], a2[:, 1], atol=1e-4)    # a_1 reads x_2
 
 
@@ -72,7 +77,7 @@ def test_lam_decoder_is_causal_and_sees_the_future_only_through_actions(micro_cf
     v2 = v.clone()
     v2[:, 2] = torch.rand_like(v2[:, 2])
     pred2 = lam.decode(v2[:, :-1], actions)
-    assert torch.allclose(pred[:, :2], pred2[:, :2], atol=1e-6)
+    assert torch.allclose(pred[:, :2], pred2[:, :2], atol=ROUNDING)
     assert not torch.allclose(pred[:, 2], pred2[:, 2], atol=1e-4)
     # With the quantiser's output pinned, the whole model's prediction cannot depend on x_{t+1}.
     fixed = torch.zeros(2, 3, len(lam.quantizer.levels))

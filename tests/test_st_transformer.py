@@ -3,6 +3,11 @@ import torch
 
 from robo_genie.models.st_transformer import STTransformer, TemporalCache
 
+# Causality checks compare two forward passes, whose float32 rounding can differ (the same sums on
+# differently aligned memory: once in 23 runs of this file the difference passed 1e-6), while the
+# outputs that do read the changed frame must move by more than 1e-4 (asserted beside each).
+ROUNDING = 1e-5
+
 
 def _net():
     return STTransformer(dim=32, depth=2, heads=4, num_spatial=9).eval()
@@ -15,7 +20,7 @@ def test_temporal_attention_is_causal():
     x2 = x.clone()
     x2[:, 3] += torch.randn_like(x2[:, 3])          # change frame 3 (0-based)
     y2 = net(x2)
-    assert torch.allclose(y[:, :3], y2[:, :3], atol=1e-6)   # earlier frames untouched
+    assert torch.allclose(y[:, :3], y2[:, :3], atol=ROUNDING)   # earlier frames untouched
     assert not torch.allclose(y[:, 3:], y2[:, 3:], atol=1e-3)  # later frames see the change
 
 
@@ -27,7 +32,7 @@ def test_spatial_attention_mixes_within_a_frame_only():
     x2[:, 1, 0] += torch.randn(32)                   # one token of frame 1
     y2 = net(x2)
     assert not torch.allclose(y[:, 1, 5], y2[:, 1, 5], atol=1e-4)  # other tokens of that frame move
-    assert torch.allclose(y[:, 0], y2[:, 0], atol=1e-6)
+    assert torch.allclose(y[:, 0], y2[:, 0], atol=ROUNDING)
 
 
 @pytest.mark.parametrize("window", [1, 3, None])
@@ -53,7 +58,7 @@ def test_a_window_limits_what_a_frame_sees():
     # frame 2 and 3 see frame 1 directly; frame 4 only through them, one layer down
     assert not torch.allclose(y[:, 2], y2[:, 2], atol=1e-3)
     one_layer = STTransformer(dim=32, depth=1, heads=4, num_spatial=9).eval()
-    assert torch.allclose(one_layer(x, window=3)[:, 4:], one_layer(x2, window=3)[:, 4:], atol=1e-6)
+    assert torch.allclose(one_layer(x, window=3)[:, 4:], one_layer(x2, window=3)[:, 4:], atol=ROUNDING)
 
 
 def test_time_positions_are_relative():
