@@ -35,6 +35,12 @@ MICRO_TRAIN = [f"{part}.{k}" for part in ("tokenizer", "lam", "dynamics")
                for k in ("batch_size=2", "clip_len=4", "warmup_steps=2", "log_every=1", "ckpt_every=100")]
 
 
+# Causality checks compare two forward passes, whose float32 rounding can differ (the same sums on
+# differently aligned memory: once in 23 runs of test_models.py a difference passed 1e-6), while
+# the outputs that do read the changed input move by more than 1e-4.
+ROUNDING = 1e-5
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

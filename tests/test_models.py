@@ -6,11 +6,7 @@ from omegaconf import OmegaConf
 
 from robo_genie.config import MODEL_PRESETS, DynamicsConfig
 from robo_genie.models import build_part
-
-# Causality checks compare two forward passes, whose float32 rounding can differ (the same sums on
-# differently aligned memory: once in 23 runs of this file the difference passed 1e-6), while the
-# outputs that do read the changed frame must move by more than 1e-4 (asserted beside each).
-ROUNDING = 1e-5
+from tests.conftest import ROUNDING
 
 
 def _video(b=2, t=4, size=32):
