@@ -26,17 +26,20 @@ def resample(frames: Iterator[tuple[float, np.ndarray]], fps: float | None) -> I
 
 
 def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int,
-                    crop: str = "center_crop") -> tuple[np.ndarray, np.ndarray | None]:
+                    crop: str = "center_crop") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The resampled frames, and the recorded per-step arrays (actions, states) at the same steps."""
     picked = [(i, to_square(f, resolution, crop)) for i, f in resample(ep.frames, fps)]
     if not picked:
         raise IngestError(f"{ep.file}: no frames")
     index = np.array([i for i, _ in picked])
-    actions = None
-    if ep.actions is not None:
-        if len(ep.actions) <= index.max():
-            raise IngestError(f"{ep.name} ({ep.file}): {len(ep.actions)} actions for {index.max() + 1} frames")
-        actions = ep.actions[index]
-    return np.stack([f for _, f in picked]), actions
+    per_step = {}
+    for key in ("actions", "states"):
+        values = getattr(ep, key)
+        if values is not None:
+            if len(values) <= index.max():
+                raise IngestError(f"{ep.name} ({ep.file}): {len(values)} {key} for {index.max() + 1} frames")
+            per_step[key] = values[index]
+    return np.stack([f for _, f in picked]), per_step
 
 
 class NoEpisodesError(IngestError):
@@ -93,7 +96,7 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
             if ep.name in done or f"{ep.name}#0" in done:
                 continue                    # written (or skipped) by an earlier run into the same out=
             try:
-                frames, actions = _episode_arrays(ep, fps, resolution, crop)
+                frames, per_step = _episode_arrays(ep, fps, resolution, crop)
                 if len(frames) < min_frames:
                     raise IngestError(f"{ep.name} ({ep.file}): {len(frames)} frames, fewer than min_frames={min_frames}")
             except IngestError as e:
@@ -110,8 +113,8 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
             spans = [(0, len(frames))] if episode_frames <= 0 else \
                 [(i, min(i + episode_frames, len(frames))) for i in range(0, len(frames), episode_frames)]
             for k, (a, b) in enumerate(spans):
-                writer.add(ep.name if len(spans) == 1 else f"{ep.name}#{k}", frames[a:b],
-                           actions=None if actions is None else actions[a:b])
+                writer.add_arrays(ep.name if len(spans) == 1 else f"{ep.name}#{k}",
+                                  {"frames": frames[a:b], **{key: v[a:b].astype(np.float32) for key, v in per_step.items()}})
     finally:
         if writer is not None:        # also on an error or Ctrl-C: keep the whole episodes read so far
             for name, reason in skipped:

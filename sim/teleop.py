@@ -261,8 +261,7 @@ class ArmSim:
         segs.append(self._segment(self.cameras[0]))
         for cam in self.cameras[1:]:
             views[cam].append(self._render(cam))
-        d = self.data
-        states.append([*(d.qpos[q] for q in self.joint_qadr), *self.fingertips()])
+        states.append(self.robot_state())
 
     # ---- episodes ----------------------------------------------------------------------------
     def episode(self, seed: int, length: int, behaviour: str | None = None,
@@ -339,6 +338,10 @@ class ArmSim:
 
     def gripper_position(self) -> np.ndarray:
         return self.fingertips_command()
+
+    def robot_state(self) -> np.ndarray:
+        """Proprioception as the shards record it (STATE_NAMES): joints, fingers, fingertip position."""
+        return np.array([*(self.data.qpos[q] for q in self.joint_qadr), *self.fingertips()], np.float32)
 
     def object_positions(self) -> np.ndarray:
         """[1, 2]: the target's centre xy."""

@@ -15,7 +15,7 @@ from robo_genie.adapter.jobs import fit, offline_metrics
 from robo_genie.adapter.policy import cem
 from robo_genie.adapter.transitions import Transitions, read_transitions
 from robo_genie.cli import main
-from robo_genie.datasets.shards import ShardWriter
+from robo_genie.datasets.shards import FrameShards, ShardWriter
 from robo_genie.play import World
 from robo_genie.sim.tabletop import TabletopSim
 from robo_genie.sim.teleop import ArmSim
@@ -49,6 +49,29 @@ def test_both_kinds_recover_a_one_to_one_map_and_its_inverse(world, kind):
     assert m["direction_cosine"] > 0.99 and m["gripper_accuracy"] == 1.0 and m["inverse_accuracy"] == 1.0
     sampled = adapter.predict(test.codes[:20], test.features[:20], sample=True, rng=np.random.default_rng(0))
     assert np.abs(sampled - table[test.codes[:20]]).max() < 1e-3          # u ~ D[a]: a real action of that code
+
+
+def test_learned_reads_the_robot_state_where_the_command_depends_on_it(world):
+    """Each code's move flips with the sign of a state value (as an arm's up and away can look alike
+    from one camera): the lookup's mean of the two is no direction at all; `learned` reads the state."""
+    rng = np.random.default_rng(0)
+    moves = rng.normal(0, 0.02, (world.num_actions, 3)).astype(np.float32)
+
+    def data(n):
+        codes, state = rng.integers(world.num_actions, size=n), rng.normal(size=(n, 3)).astype(np.float32)
+        actions = np.zeros((n, 7), np.float32)
+        actions[:, :3] = moves[codes] * np.sign(state[:, :1])
+        return Transitions(codes, state, actions, np.arange(n) // 20, observation="state")
+    train, test = data(800), data(300)
+    names = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+    lookup, learned = (Adapter.fit(k, train, world, names) for k in ("lookup", "learned"))
+    assert learned.reads_state and not lookup.reads_state
+    assert offline_metrics(lookup, test)["direction_cosine"] < 0.3 < 0.6 < offline_metrics(learned, test)["direction_cosine"]
+    with pytest.raises(AdapterError, match="state= with its 3 values"):
+        learned.to_robot(0, np.zeros((32, 32, 3), np.uint8))
+    flipped = [learned.to_robot(1, None, state=[s, 0, 0])["action"][:3] for s in (1.0, -1.0)]
+    cosines = [f @ moves[1] / (np.linalg.norm(f) * np.linalg.norm(moves[1])) for f in flipped]
+    assert cosines[0] > 0.5 and cosines[1] < -0.5, cosines
 
 
 def test_adapter_round_trips_and_is_refused_with_another_bundle(world, micro_run, sim_shards, tmp_path):
@@ -144,3 +167,23 @@ def test_read_transitions_pairs_codes_features_and_actions(world, sim_shards):
     data = read_transitions(world, str(sim_shards), [0, 2])
     assert len(data) == 2 * 11 and data.features.shape[0] == 22 and set(np.unique(data.episodes)) == {0, 2}
     assert data.codes.max() < world.num_actions and data.actions.shape == (22, 7)
+
+
+def test_arm_shards_give_the_adapter_the_robot_state_in_closed_loop(world, tmp_path):
+    """Arm shards record the robot's state; `learned` fitted on them reads it, and the closed loop
+    hands it the simulator's state, recorded the same way (the replay of true actions stays exact)."""
+    from robo_genie.adapter.closed_loop import replay
+    from robo_genie.sim.generate import generate
+
+    shards = tmp_path / "arm"
+    generate(shards, episodes=4, episode_len=6, resolution=32, workers=1, seed=0, progress=False, scene="cloth")
+    data = read_transitions(world, str(shards))
+    assert data.observation == "state" and data.features.shape == (4 * 5, 11)
+    adapter = fit(world, str(shards), "learned", 1.0)
+    assert adapter.reads_state and adapter.info["state_names"][-1] == "ee_z"
+    r = replay(adapter, str(shards), [0, 1])
+    assert r["true_action_path_error"] < 1e-9 and np.isfinite(r["path_error"])
+    sim = ArmSim("cloth", 32)
+    recorded = FrameShards(shards).read(0, key="states")
+    sim.reset(0)
+    assert np.allclose(sim.robot_state(), recorded[0], atol=1e-6)

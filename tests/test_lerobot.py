@@ -32,6 +32,8 @@ def _check_against_expected(shards):
             assert abs(white.min() - row["square_x"]) <= 1 and abs(white.max() - (row["square_x"] + 15)) <= 1, (ep_index, t)
         actions = shards.read(ep_index, key="actions")
         assert np.array_equal(actions, np.tile([1, 0, 0, 0, 0, 0, ep_index], (len(rows), 1)).astype(np.float32))
+        states = shards.read(ep_index, key="states")            # observation.state: 7 copies of t
+        assert np.array_equal(states, np.repeat(np.arange(len(rows), dtype=np.float32)[:, None], 7, 1))
 
 
 def test_every_frame_matches_what_lerobot_wrote(tmp_path):

@@ -20,6 +20,7 @@ class RawEpisode:
     frames: Iterator[tuple[float, np.ndarray]]  # (time in seconds, HxWx3 uint8 at native size)
     fps: float | None = None               # native rate, when known
     actions: np.ndarray | None = None      # [T, A] when the source records them
+    states: np.ndarray | None = None       # [T, S] the robot's proprioception, when recorded
     labels: np.ndarray | None = None       # [T] when the source records them
 
 

@@ -20,6 +20,10 @@ import pyarrow.parquet as pq
 from robo_genie.datasets.sources.base import IngestError, RawEpisode
 
 
+# Per-frame vectors kept beside the frames: the command, and the robot's proprioception (which the
+# adapter's `learned` kind reads).
+VECTOR_COLUMNS = ("action", "observation.state")
+
 class LeRobotSource:
     name = "lerobot"
 
@@ -104,19 +108,19 @@ class LeRobotSource:
                 if not data_file.is_file():
                     raise IngestError(f"episode {e}: {data_file} is listed in the metadata but missing")
                 columns = ["episode_index", "frame_index", "timestamp"]
-                columns += ["action"] if "action" in self.info["features"] else []
+                columns += [c for c in VECTOR_COLUMNS if c in self.info["features"]]
                 table = _read_parquet(data_file, f"episode {e}", columns)
-                tables[data_file] = {c: np.asarray(table[c].to_pylist() if c == "action" else table[c].to_numpy())
+                tables[data_file] = {c: np.asarray(table[c].to_pylist() if c in VECTOR_COLUMNS else table[c].to_numpy())
                                      for c in columns}
             data = tables[data_file]
             rows = np.flatnonzero(data["episode_index"] == e)
             rows = rows[np.argsort(data["frame_index"][rows], kind="stable")]
             timestamps = data["timestamp"][rows].astype(np.float64)
-            actions = data["action"][rows].astype(np.float32) if "action" in data else None
+            actions, states = (data[c][rows].astype(np.float32) if c in data else None for c in VECTOR_COLUMNS)
             video, start = row["video_file"], row["from_timestamp"]
             # Decoded when the episode is read, so that a bad episode can be skipped (on_error=skip).
             frames = _lazy_frames(video, start, timestamps, 0.5 / self.fps, f"episode {e}")
-            yield RawEpisode(f"episode_{e:06d}", str(video), frames, self.fps, actions)
+            yield RawEpisode(f"episode_{e:06d}", str(video), frames, self.fps, actions, states)
 
 
 def _read_parquet(path: Path, what: str, columns: list[str] | None = None):

@@ -10,7 +10,9 @@ Two kinds, both with a forward map (code -> command) and an inverse map (command
 - `learned`: the lookup plus corrections from small networks over the code's vector and the
   observation's features (LAPA / UniVLA-style heads), forward and inverse, each starting at zero
   and stopped early on held-aside labelled episodes, so it falls back to the lookup where the
-  observation says nothing.
+  observation says nothing. The observation is the robot's state where the shards record one
+  (`adapter.to_robot(3, image, state=joints_and_tip)`), else the image: on the arm scenes the state
+  lifted the held-out direction cosine over the lookup's, the image features never did.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class Adapter:
         tensors["sample_actions"], tensors["sample_codes"] = actions, codes
         info = {"format": FORMAT, "kind": kind, "action_names": list(action_names),
                 "units": [UNITS.get(n, "") for n in action_names], "num_actions": k,
-                "n_transitions": len(data), **(info or {})}
+                "n_transitions": len(data), "observation": data.observation, **(info or {})}
         if kind == "learned":
             feats = torch.from_numpy(data.features).float()
             tensors["feature_mean"], tensors["feature_std"] = feats.mean(0), feats.std(0).clamp_min(1e-4)
@@ -136,7 +138,10 @@ class Adapter:
     @staticmethod
     def _init_nets(world, n_actions: int, n_features: int) -> dict[str, torch.Tensor]:
         code_dim = world.lam.code_vectors.shape[1]
-        tensors = {"code_vectors": world.lam.code_vectors.detach().float().cpu().clone()}
+        vectors = world.lam.code_vectors.detach().float().cpu()
+        # standardised per channel, as the features are: codes a short training left close together
+        # must still look different to the network
+        tensors = {"code_vectors": (vectors - vectors.mean(0)) / vectors.std(0).clamp_min(1e-6)}
         fwd, inv = _mlp(code_dim + n_features, n_actions), _mlp(n_actions + n_features, world.num_actions)
         tensors |= {f"forward.{n}": v for n, v in fwd.state_dict().items()}
         tensors |= {f"inverse.{n}": v for n, v in inv.state_dict().items()}
@@ -199,21 +204,40 @@ class Adapter:
         obs = np.asarray(observation)
         return observation_features(self.world.tokenizer, obs[None] if obs.ndim == 3 else obs, self.world.device)
 
-    def _features_if_used(self, observation: np.ndarray) -> np.ndarray:
-        """The lookup never reads the observation: no encoder pass for it."""
-        return self.features(observation) if self.kind == "learned" else np.zeros((1, 0), np.float32)
+    @property
+    def reads_state(self) -> bool:
+        """Whether commands depend on the robot's state (a `learned` adapter fitted on shards with states)."""
+        return self.kind == "learned" and self.info.get("observation") == "state"
 
-    def to_robot(self, code: int, observation: np.ndarray, sample: bool = False) -> dict:
-        return {"action": self.predict(np.array([int(code)]), self._features_if_used(observation), sample)[0],
+    def _observation_features(self, observation: np.ndarray, state) -> np.ndarray:
+        """What the forward and inverse networks read: the state, or image features (the lookup reads
+        neither, so no encoder pass for it)."""
+        if self.kind != "learned":
+            return np.zeros((1, 0), np.float32)
+        if not self.reads_state:
+            return self.features(observation)
+        n = self.t["feature_mean"].shape[0]
+        if state is None or np.size(state) != n:
+            raise AdapterError(f"this adapter was fitted on shards that record the robot's state and reads it: pass "
+                               f"state= with its {n} values ({', '.join(self.info.get('state_names', []))}), "
+                               f"got {None if state is None else np.size(state)}")
+        return np.asarray(state, np.float32).reshape(1, n)
+
+    def to_robot(self, code: int, observation: np.ndarray, sample: bool = False, state=None) -> dict:
+        return {"action": self.predict(np.array([int(code)]), self._observation_features(observation, state), sample)[0],
                 "names": self.names}
 
-    def commands(self, observation: np.ndarray) -> np.ndarray:
-        """The command of every code from one observation, [|A|, n] (one encoder pass at most)."""
+    def commands(self, observation: np.ndarray, state=None) -> np.ndarray:
+        """The command of every code from one observation, [|A|, n] (one encoder pass at most). An
+        adapter that reads the state, given none (the play page's imagined frames have none), gives
+        the lookup's commands."""
         codes = np.arange(len(self.t["code_means"]))
-        return self.predict(codes, np.repeat(self._features_if_used(observation), len(codes), 0))
+        if self.reads_state and state is None:
+            return self.t["code_means"].numpy().copy()
+        return self.predict(codes, np.repeat(self._observation_features(observation, state), len(codes), 0))
 
-    def to_latent(self, action, observation: np.ndarray) -> int:
-        return int(self.invert(np.asarray(action, np.float32)[None], self._features_if_used(observation))[0])
+    def to_latent(self, action, observation: np.ndarray, state=None) -> int:
+        return int(self.invert(np.asarray(action, np.float32)[None], self._observation_features(observation, state))[0])
 
     # -- the artifact ----------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:

@@ -62,6 +62,11 @@ def _run(sim, seed: int, policy, steps: int) -> tuple[np.ndarray, list[np.ndarra
     return np.array(path), frames
 
 
+def _state(sim, adapter) -> np.ndarray | None:
+    """The robot's state now, for an adapter that reads it."""
+    return sim.robot_state() if adapter.reads_state else None
+
+
 def _commands(actions: np.ndarray):
     return lambda frame, t: actions[t]
 
@@ -81,7 +86,8 @@ def replay(adapter, data_path: str, episodes: list[int], seed: int = 0) -> dict:
         steps = len(codes)
         reference, _ = _run(sim, sim_seed, _commands(actions), steps)
         # closed loop: each command from the frame the robot is in now
-        followed, _ = _run(sim, sim_seed, lambda frame, t: adapter.to_robot(codes[t], frame)["action"], steps)
+        followed, _ = _run(sim, sim_seed, lambda frame, t: adapter.to_robot(codes[t], frame,
+                                                                            state=_state(sim, adapter))["action"], steps)
         random_path, _ = _run(sim, sim_seed, _commands(pool[rng.integers(len(pool), size=steps)]), steps)
         # the true actions replayed: ~0 in a deterministic simulator, a check that the start state matches
         true_path, _ = _run(sim, sim_seed, _commands(actions), steps)
@@ -147,7 +153,7 @@ def reach_goals(adapter, data_path: str, episodes: list[int], goal_steps: int = 
             return protos[plan[0]]
 
         def model(frame, t):
-            cmd = policy.select_action(frame).numpy()
+            cmd = policy.select_action(frame, state=_state(sim, adapter)).numpy()
             if gif_frames is not None and n == 0:
                 gif_frames.append((frame, policy.predicted, goal))
             return cmd

@@ -26,6 +26,8 @@ def fit(world, data_path: str, kind: str, labelled: float, seed: int = 0,
             else data.subset(np.isin(data.episodes, chosen)))
     info = {"bundle": str(Path(world.bundle_path).resolve()), "bundle_digest": bundle_io.digest(world.bundle_path),
             "data": str(data_path), "labelled": labelled, "labelled_episodes": len(chosen), "seed": seed}
+    if data.observation == "state":
+        info["state_names"] = list((FrameShards(data_path).manifest.get("extra") or {}).get("state_names", []))
     return Adapter.fit(kind, data, world, action_names(data_path), info, seed)
 
 

@@ -86,12 +86,15 @@ class LatentPolicy:
         self.predicted = (frame[0].cpu().numpy() * 255).round().astype(np.uint8)
         return int(plan[0])
 
-    def select_action(self, observation) -> torch.Tensor:
-        """The next real command for an observation: a uint8 image [H, W, 3], or a LeRobot-style batch
-        {"observation.image": float tensor [1, 3, H, W] in [0, 1]}."""
+    def select_action(self, observation, state=None) -> torch.Tensor:
+        """The next real command for an observation: a uint8 image [H, W, 3] (and the robot's state,
+        for an adapter that reads it), or a LeRobot-style batch {"observation.image": float tensor
+        [1, 3, H, W] in [0, 1], "observation.state": [1, S]}."""
         if isinstance(observation, dict):
             img = observation["observation.image"]
             img = img[0] if img.ndim == 4 else img
+            if "observation.state" in observation:
+                state = torch.as_tensor(observation["observation.state"]).reshape(-1).cpu().numpy()
             observation = (img.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         code = self.select_code(observation)
-        return torch.as_tensor(self.adapter.to_robot(code, observation)["action"], dtype=torch.float32)
+        return torch.as_tensor(self.adapter.to_robot(code, observation, state=state)["action"], dtype=torch.float32)

@@ -1,8 +1,10 @@
 """Labelled transitions: what an adapter is fitted and judged on.
 
 Each transition x_t -> x_{t+1} of a shard episode carries the LAM's code for it (read by the bundle's
-LAM), the real action that the shards recorded, and features of the observation x_t (the bundle's
-tokenizer encoder, pooled to a coarse grid, so the adapter can tell where things are in the frame).
+LAM), the real action that the shards recorded, and features of the observation at t: the robot's
+state (proprioception) where the shards record one, else the bundle's tokenizer encoder pooled to a
+coarse grid. On the arm scenes the state told the `learned` adapter what the image features never did
+(NOTES.md, twentieth round).
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ FEATURE_GRID = 4            # observation features: the tokenizer's code vectors
 @dataclass
 class Transitions:
     codes: np.ndarray           # [N] LAM codes
-    features: np.ndarray        # [N, F] observation features of x_t
+    features: np.ndarray        # [N, F] observation features at t
     actions: np.ndarray         # [N, A] recorded real actions
     episodes: np.ndarray        # [N] index of the episode in its shard folder
+    observation: str = "image"  # what the features are: "state" (the robot's) or "image" (pooled encoder)
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def subset(self, mask: np.ndarray) -> Transitions:
-        return Transitions(self.codes[mask], self.features[mask], self.actions[mask], self.episodes[mask])
+        return Transitions(self.codes[mask], self.features[mask], self.actions[mask], self.episodes[mask],
+                           self.observation)
 
 
 @torch.no_grad()
@@ -56,6 +60,7 @@ def read_transitions(world, data_path: str | Path, episodes: list[int] | None = 
     """The transitions of `episodes` (default: all) of a shard folder, with codes from `world`'s LAM."""
     shards = FrameShards(data_path)
     require_actions(shards)
+    observation = "state" if shards.has("states") else "image"
     episodes = range(len(shards.episodes)) if episodes is None else episodes
     parts = []
     for e in episodes:
@@ -63,11 +68,13 @@ def read_transitions(world, data_path: str | Path, episodes: list[int] | None = 
         if len(video) < 2:
             continue
         codes = np.asarray(world.infer_actions(video))
-        parts.append((codes, observation_features(world.tokenizer, video[:-1], world.device),
-                      shards.read(e, key="actions")[:len(video) - 1].astype(np.float32), np.full(len(codes), e)))
+        features = (shards.read(e, key="states")[:-1].astype(np.float32) if observation == "state"
+                    else observation_features(world.tokenizer, video[:-1], world.device))
+        parts.append((codes, features, shards.read(e, key="actions")[:len(video) - 1].astype(np.float32),
+                      np.full(len(codes), e)))
     if not parts:
         raise ShardError(f"{data_path}: no episode with two or more frames among those selected")
-    return Transitions(*(np.concatenate(x) for x in zip(*parts)))
+    return Transitions(*(np.concatenate(x) for x in zip(*parts)), observation=observation)
 
 
 def labelled_episodes(n_episodes: int, fraction: float, seed: int = 0) -> list[int]:
