@@ -49,12 +49,17 @@ def init_from_env(device: torch.device):
 
 
 def shutdown() -> None:
-    """Leave the process group once a command has finished on every rank. A gloo group left to the
-    interpreter's exit sometimes aborted a finished run ("terminate called without an active
-    exception", exit code 1; seen once in CI on 2026-12-01)."""
+    """Leave the process group once a command has finished on every rank, and end the process there.
+    Gloo's worker threads can still hold tensors when the interpreter tears down, which aborted
+    finished runs ("terminate called without an active exception"; in CI on 2026-12-01 without
+    the group destroyed, and on 2026-12-07 with it), so a rank exits without that teardown: its
+    files are written and closed by now."""
     if active():
         dist.barrier()
         dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def barrier() -> None:
