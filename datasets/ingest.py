@@ -38,7 +38,7 @@ def _episode_arrays(ep: RawEpisode, fps: float | None, resolution: int,
         if values is not None:
             if len(values) <= index.max():
                 raise IngestError(f"{ep.name} ({ep.file}): {len(values)} {key} for {index.max() + 1} frames")
-            per_step[key] = values[index]
+            per_step[key] = values[index].astype(np.float32)
     return np.stack([f for _, f in picked]), per_step
 
 
@@ -114,7 +114,7 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
                 [(i, min(i + episode_frames, len(frames))) for i in range(0, len(frames), episode_frames)]
             for k, (a, b) in enumerate(spans):
                 writer.add_arrays(ep.name if len(spans) == 1 else f"{ep.name}#{k}",
-                                  {"frames": frames[a:b], **{key: v[a:b].astype(np.float32) for key, v in per_step.items()}})
+                                  {"frames": frames[a:b], **{key: v[a:b] for key, v in per_step.items()}})
     finally:
         if writer is not None:        # also on an error or Ctrl-C: keep the whole episodes read so far
             for name, reason in skipped:

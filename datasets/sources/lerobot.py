@@ -24,6 +24,7 @@ from robo_genie.datasets.sources.base import IngestError, RawEpisode
 # adapter's `learned` kind reads).
 VECTOR_COLUMNS = ("action", "observation.state")
 
+
 class LeRobotSource:
     name = "lerobot"
 

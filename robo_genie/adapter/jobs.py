@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from robo_genie import bundle as bundle_io
 from robo_genie.adapter.adapter import KINDS, Adapter, AdapterError
-from robo_genie.adapter.transitions import Transitions, action_names, labelled_episodes, read_transitions
+from robo_genie.adapter.transitions import Transitions, action_names, labelled_episodes, read_transitions, state_names
 from robo_genie.datasets.shards import FrameShards, write_json_atomic
 from robo_genie.bundle import record_evaluation
 from robo_genie.progress import progress_bar
@@ -27,7 +27,7 @@ def fit(world, data_path: str, kind: str, labelled: float, seed: int = 0,
     info = {"bundle": str(Path(world.bundle_path).resolve()), "bundle_digest": bundle_io.digest(world.bundle_path),
             "data": str(data_path), "labelled": labelled, "labelled_episodes": len(chosen), "seed": seed}
     if data.observation == "state":
-        info["state_names"] = list((FrameShards(data_path).manifest.get("extra") or {}).get("state_names", []))
+        info["state_names"] = state_names(data_path)
     return Adapter.fit(kind, data, world, action_names(data_path), info, seed)
 
 

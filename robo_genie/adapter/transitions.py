@@ -90,3 +90,8 @@ def action_names(data_path: str | Path) -> list[str]:
     n = shards.read(0, 0, 1, key="actions").shape[-1]
     names = shards.manifest.get("action_names") or []
     return list(names) if len(names) == n else [f"a{i}" for i in range(n)]
+
+
+def state_names(data_path: str | Path) -> list[str]:
+    """The names of the robot state's values, where the shards' manifest gives them."""
+    return list((FrameShards(data_path).manifest.get("extra") or {}).get("state_names", []))
