@@ -51,18 +51,24 @@ def test_both_kinds_recover_a_one_to_one_map_and_its_inverse(world, kind):
     assert np.abs(sampled - table[test.codes[:20]]).max() < 1e-3          # u ~ D[a]: a real action of that code
 
 
-def test_learned_reads_the_robot_state_where_the_command_depends_on_it(world):
-    """Each code's move flips with the sign of a state value (as an arm's up and away can look alike
-    from one camera): the lookup's mean of the two is no direction at all; `learned` reads the state."""
-    rng = np.random.default_rng(0)
+def _state_flips(world, seed: int) -> tuple[Transitions, Transitions, np.ndarray]:
+    """800 training and 300 test transitions whose command, per code, flips with the sign of a state
+    value (as an arm's up and away can look alike from one camera); each command moves the state by
+    ten times itself. Also returns each code's move."""
+    rng = np.random.default_rng(seed)
     moves = rng.normal(0, 0.02, (world.num_actions, 3)).astype(np.float32)
 
     def data(n):
         codes, state = rng.integers(world.num_actions, size=n), rng.normal(size=(n, 3)).astype(np.float32)
         actions = np.zeros((n, 7), np.float32)
         actions[:, :3] = moves[codes] * np.sign(state[:, :1])
-        return Transitions(codes, state, actions, np.arange(n) // 20, observation="state")
-    train, test = data(800), data(300)
+        return Transitions(codes, state, actions, np.arange(n) // 20, "state", state + 10 * actions[:, :3])
+    return data(800), data(300), moves
+
+
+def test_learned_reads_the_robot_state_where_the_command_depends_on_it(world):
+    """The lookup's mean of a code's two flipped moves is no direction at all; `learned` reads the state."""
+    train, test, moves = _state_flips(world, 0)
     names = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
     lookup, learned = (Adapter.fit(k, train, world, names) for k in ("lookup", "learned"))
     assert learned.reads_state and not lookup.reads_state
@@ -72,6 +78,23 @@ def test_learned_reads_the_robot_state_where_the_command_depends_on_it(world):
     flipped = [learned.to_robot(1, None, state=[s, 0, 0])["action"][:3] for s in (1.0, -1.0)]
     cosines = [f @ moves[1] / (np.linalg.norm(f) * np.linalg.norm(moves[1])) for f in flipped]
     assert cosines[0] > 0.5 and cosines[1] < -0.5, cosines
+
+
+def test_learned_learns_from_unlabelled_episodes_through_how_their_state_moved(world):
+    """The same state-dependent commands: two labelled episodes show too few of them, but an
+    inverse-dynamics map fitted on those two labels the other 38 from their states, and the networks
+    train on all 40. The unlabelled episodes' commands are never read."""
+    train, test, _ = _state_flips(world, 1)
+    labelled = train.subset(train.episodes < 2)
+    unlabelled = train.subset(train.episodes >= 2)
+    unlabelled.actions[:] = np.nan                    # a command read from here would poison the fit
+    names = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+    few = Adapter.fit("learned", labelled, world, names)
+    many = Adapter.fit("learned", labelled, world, names, unlabelled=unlabelled)
+    assert many.info["pseudo_labelled_transitions"] == 760 and int(many.t["code_counts"].sum()) == 40
+    assert np.isfinite(many.t["sample_actions"].numpy()).all()       # the lookup keeps to real labels
+    few_cos, many_cos = (offline_metrics(a, test)["direction_cosine"] for a in (few, many))
+    assert many_cos > 0.6 and many_cos > few_cos + 0.3, (few_cos, many_cos)
 
 
 def test_adapter_round_trips_and_is_refused_with_another_bundle(world, micro_run, sim_shards, tmp_path):
@@ -179,8 +202,11 @@ def test_arm_shards_give_the_adapter_the_robot_state_in_closed_loop(world, tmp_p
     generate(shards, episodes=4, episode_len=6, resolution=32, workers=1, seed=0, progress=False, scene="cloth")
     data = read_transitions(world, str(shards))
     assert data.observation == "state" and data.features.shape == (4 * 5, 11)
+    assert np.array_equal(data.next_features[:4], data.features[1:5])      # the state at t+1 of each transition
     adapter = fit(world, str(shards), "learned", 1.0)
     assert adapter.reads_state and adapter.info["state_names"][-1] == "ee_z"
+    assert fit(world, str(shards), "learned", 0.25).info["pseudo_labelled_transitions"] == 3 * 5
+    assert "pseudo_labelled_transitions" not in fit(world, str(shards), "lookup", 0.25).info
     r = replay(adapter, str(shards), [0, 1])
     assert r["true_action_path_error"] < 1e-9 and np.isfinite(r["path_error"])
     sim = ArmSim("cloth", 32)

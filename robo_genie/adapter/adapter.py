@@ -12,7 +12,9 @@ Two kinds, both with a forward map (code -> command) and an inverse map (command
   and stopped early on held-aside labelled episodes, so it falls back to the lookup where the
   observation says nothing. The observation is the robot's state where the shards record one
   (`adapter.to_robot(3, image, state=joints_and_tip)`), else the image: on the arm scenes the state
-  lifted the held-out direction cosine over the lookup's, the image features never did.
+  lifted the held-out direction cosine over the lookup's, the image features never did. With a
+  state, the networks also train on the unlabelled episodes, labelled from how their state moved
+  (pseudo_labels.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robo_genie import bundle as bundle_io
+from robo_genie.adapter.pseudo_labels import with_pseudo_labels
 from robo_genie.adapter.transitions import Transitions, observation_features
 from robo_genie.safe_write import write_text_atomic, writing
 
@@ -99,8 +102,10 @@ class Adapter:
     # -- fitting -------------------------------------------------------------------------------
     @classmethod
     def fit(cls, kind: str, data: Transitions, world, action_names: list[str], info: dict | None = None,
-            seed: int = 0) -> Adapter:
-        """Fit on labelled transitions; `world` gives the code vectors and observation features."""
+            seed: int = 0, unlabelled: Transitions | None = None) -> Adapter:
+        """Fit on labelled transitions; `world` gives the code vectors and observation features. The
+        `learned` kind's networks also train on `unlabelled` transitions (with the robot's state at
+        both ends), pseudo-labelled from the state; the lookup under them keeps to the real labels."""
         actions = torch.from_numpy(data.actions).float()
         std = actions.std(0) if len(actions) > 1 else torch.ones(actions.shape[1])
         tensors = {"action_mean": actions.mean(0), "action_std": torch.where(std > 1e-6, std, torch.ones_like(std))}
@@ -116,24 +121,26 @@ class Adapter:
         info = {"format": FORMAT, "kind": kind, "action_names": list(action_names),
                 "units": [UNITS.get(n, "") for n in action_names], "num_actions": k,
                 "n_transitions": len(data), "observation": data.observation, **(info or {})}
-        if kind == "learned":
-            feats = torch.from_numpy(data.features).float()
-            tensors["feature_mean"], tensors["feature_std"] = feats.mean(0), feats.std(0).clamp_min(1e-4)
-            adapter = cls(kind, info, {**tensors, **cls._init_nets(world, actions.shape[1], feats.shape[1])},
-                          world)
-            x_fwd = adapter._forward_inputs(codes, feats)
-            target = (actions - tensors["code_means"][codes]) / adapter.std
-            # a quarter of the labelled episodes (when there are several) choose when to stop
-            eps = np.unique(data.episodes)
-            val = torch.from_numpy(np.isin(data.episodes, eps[1::4] if len(eps) >= 4 else eps[1:2]))
-            _train(adapter.forward_net, x_fwd, lambda y, rows: F.mse_loss(y, target[rows]), val, seed)
-            x_inv, prior = adapter._inverse_inputs(actions, feats), adapter._lookup_logits(actions)
-            _train(adapter.inverse_net, x_inv, lambda y, rows: F.cross_entropy(prior[rows] + y, codes[rows]), val,
-                   seed)
-            adapter.t |= {f"forward.{n}": v.detach() for n, v in adapter.forward_net.state_dict().items()}
-            adapter.t |= {f"inverse.{n}": v.detach() for n, v in adapter.inverse_net.state_dict().items()}
-            return adapter
-        return cls(kind, info, tensors, world)
+        if kind != "learned":
+            return cls(kind, info, tensors, world)
+        if unlabelled is not None and len(unlabelled):
+            data = with_pseudo_labels(data, unlabelled)
+            info["pseudo_labelled_transitions"] = len(unlabelled)
+            actions, codes = torch.from_numpy(data.actions).float(), torch.from_numpy(data.codes).long()
+        feats = torch.from_numpy(data.features).float()
+        tensors["feature_mean"], tensors["feature_std"] = feats.mean(0), feats.std(0).clamp_min(1e-4)
+        adapter = cls(kind, info, {**tensors, **cls._init_nets(world, actions.shape[1], feats.shape[1])}, world)
+        x_fwd = adapter._forward_inputs(codes, feats)
+        target = (actions - tensors["code_means"][codes]) / adapter.std
+        # a quarter of the episodes (when there are several) choose when to stop
+        eps = np.unique(data.episodes)
+        val = torch.from_numpy(np.isin(data.episodes, eps[1::4] if len(eps) >= 4 else eps[1:2]))
+        _train(adapter.forward_net, x_fwd, lambda y, rows: F.mse_loss(y, target[rows]), val, seed)
+        x_inv, prior = adapter._inverse_inputs(actions, feats), adapter._lookup_logits(actions)
+        _train(adapter.inverse_net, x_inv, lambda y, rows: F.cross_entropy(prior[rows] + y, codes[rows]), val, seed)
+        adapter.t |= {f"forward.{n}": v.detach() for n, v in adapter.forward_net.state_dict().items()}
+        adapter.t |= {f"inverse.{n}": v.detach() for n, v in adapter.inverse_net.state_dict().items()}
+        return adapter
 
     @staticmethod
     def _init_nets(world, n_actions: int, n_features: int) -> dict[str, torch.Tensor]:

@@ -19,16 +19,21 @@ GRIPPER = "gripper"
 
 def fit(world, data_path: str, kind: str, labelled: float, seed: int = 0,
         data: Transitions | None = None) -> Adapter:
-    """An adapter fitted on a seeded `labelled` fraction of the episodes of `data_path`."""
-    n = len(FrameShards(data_path).episodes)
-    chosen = labelled_episodes(n, labelled, seed)
-    data = (read_transitions(world, data_path, chosen) if data is None
-            else data.subset(np.isin(data.episodes, chosen)))
+    """An adapter fitted on a seeded `labelled` fraction of the episodes of `data_path` (`data`: their
+    transitions, already read). Where the shards record the robot's state, the `learned` kind also
+    trains on the other episodes, their commands read from how the state changed (pseudo_labels.py)."""
+    shards = FrameShards(data_path)
+    chosen = labelled_episodes(len(shards.episodes), labelled, seed)
+    pseudo = kind == "learned" and shards.has("states") and len(chosen) < len(shards.episodes)
+    if data is None:
+        data = read_transitions(world, data_path, None if pseudo else chosen)
+    is_labelled = np.isin(data.episodes, chosen)
     info = {"bundle": str(Path(world.bundle_path).resolve()), "bundle_digest": bundle_io.digest(world.bundle_path),
             "data": str(data_path), "labelled": labelled, "labelled_episodes": len(chosen), "seed": seed}
     if data.observation == "state":
         info["state_names"] = state_names(data_path)
-    return Adapter.fit(kind, data, world, action_names(data_path), info, seed)
+    return Adapter.fit(kind, data.subset(is_labelled), world, action_names(data_path), info, seed,
+                       data.subset(~is_labelled) if pseudo else None)
 
 
 def offline_metrics(adapter: Adapter, data: Transitions) -> dict:
@@ -60,8 +65,10 @@ def run_fit(cfg: DictConfig) -> Adapter:
     world = World.from_bundle(cfg.bundle, cfg.device, cfg.seed)
     adapter = fit(world, cfg.data.path, cfg.kind, cfg.labelled, cfg.seed)
     path = adapter.save(cfg.out)
+    pseudo = adapter.info.get("pseudo_labelled_transitions")
     print(f"fitted a {cfg.kind} adapter on {adapter.info['labelled_episodes']} labelled episodes "
-          f"({adapter.info['n_transitions']} transitions) of {cfg.data.path} -> {path}")
+          f"({adapter.info['n_transitions']} transitions" + (f", and {pseudo} more labelled from the robot's state"
+                                                              if pseudo else "") + f") of {cfg.data.path} -> {path}")
     return adapter
 
 

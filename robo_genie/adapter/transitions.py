@@ -9,7 +9,7 @@ coarse grid. On the arm scenes the state told the `learned` adapter what the ima
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +28,20 @@ class Transitions:
     actions: np.ndarray         # [N, A] recorded real actions
     episodes: np.ndarray        # [N] index of the episode in its shard folder
     observation: str = "image"  # what the features are: "state" (the robot's) or "image" (pooled encoder)
+    next_features: np.ndarray | None = None     # [N, F] the state at t+1 (state observations only)
 
     def __len__(self) -> int:
         return len(self.codes)
 
+    def _arrays(self) -> list[str]:
+        return [f.name for f in fields(self) if f.name != "observation" and getattr(self, f.name) is not None]
+
     def subset(self, mask: np.ndarray) -> Transitions:
-        return Transitions(self.codes[mask], self.features[mask], self.actions[mask], self.episodes[mask],
-                           self.observation)
+        return replace(self, **{n: getattr(self, n)[mask] for n in self._arrays()})
+
+    @staticmethod
+    def concatenate(parts: list[Transitions]) -> Transitions:
+        return replace(parts[0], **{n: np.concatenate([getattr(p, n) for p in parts]) for n in parts[0]._arrays()})
 
 
 @torch.no_grad()
@@ -68,13 +75,16 @@ def read_transitions(world, data_path: str | Path, episodes: list[int] | None = 
         if len(video) < 2:
             continue
         codes = np.asarray(world.infer_actions(video))
-        features = (shards.read(e, key="states")[:-1].astype(np.float32) if observation == "state"
-                    else observation_features(world.tokenizer, video[:-1], world.device))
-        parts.append((codes, features, shards.read(e, key="actions")[:len(video) - 1].astype(np.float32),
-                      np.full(len(codes), e)))
+        actions = shards.read(e, key="actions")[:len(video) - 1].astype(np.float32)
+        if observation == "state":
+            states = shards.read(e, key="states")[:len(video)].astype(np.float32)
+            parts.append(Transitions(codes, states[:-1], actions, np.full(len(codes), e), observation, states[1:]))
+        else:
+            features = observation_features(world.tokenizer, video[:-1], world.device)
+            parts.append(Transitions(codes, features, actions, np.full(len(codes), e), observation))
     if not parts:
         raise ShardError(f"{data_path}: no episode with two or more frames among those selected")
-    return Transitions(*(np.concatenate(x) for x in zip(*parts)), observation=observation)
+    return Transitions.concatenate(parts)
 
 
 def labelled_episodes(n_episodes: int, fraction: float, seed: int = 0) -> list[int]:
