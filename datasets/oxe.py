@@ -6,7 +6,7 @@ native rate from here; `path=` overrides the location (a local copy made with `g
 A mixture ingests each member into its own folder under `out=` and writes `mixture.json` with the
 sampling weights, which `robo-genie train data.path=OUT` reads.
 
-Camera keys and control rates as published with the datasets (Open X-Embodiment, 2023); nothing
+Camera keys, state keys and control rates as published with the datasets (Open X-Embodiment, 2023); nothing
 here is downloaded at run time.
 """
 
@@ -24,6 +24,7 @@ class RLDSDataset:
     image_key: str             # the main third-person camera
     fps: float                 # control / recording rate
     note: str = ""
+    state_keys: tuple[str, ...] = ()   # the robot's state, where not observation/state
 
     @property
     def path(self) -> str:
@@ -33,7 +34,8 @@ class RLDSDataset:
 DATASETS: dict[str, RLDSDataset] = {d.name: d for d in [
     RLDSDataset("fractal20220817_data", "0.1.0", "observation/image", 3.0,
                 "RT-1: 256x320 JPEG; action world_vector(3), rotation_delta(3), gripper_closedness_action(1), "
-                "base_displacement_vector(2), base_displacement_vertical_rotation(1), terminate_episode(3) int32"),
+                "base_displacement_vector(2), base_displacement_vertical_rotation(1), terminate_episode(3) int32",
+                 ("observation/base_pose_tool_reached", "observation/gripper_closed")),
     RLDSDataset("kuka", "0.1.0", "observation/image", 10.0, "QT-Opt grasping"),
     RLDSDataset("bridge", "0.1.0", "observation/image", 5.0, "BridgeData V2 (WidowX)"),
     RLDSDataset("taco_play", "0.1.0", "observation/rgb_static", 15.0, "Franka play data"),

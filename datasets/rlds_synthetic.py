@@ -42,6 +42,7 @@ def rt1_features():
             "image": F.Image(shape=(H, W, 3), dtype=np.uint8, encoding_format="jpeg"),
             "natural_language_instruction": F.Text(),
             "natural_language_embedding": vec(512),
+            "base_pose_tool_reached": vec(7), "gripper_closed": vec(1),
         }),
         "action": F.FeaturesDict({
             "world_vector": vec(3), "rotation_delta": vec(3), "gripper_closedness_action": vec(1),
@@ -63,6 +64,12 @@ def action(episode: int, step: int) -> dict:
             "terminate_episode": np.array([0, 1, 0], np.int32)}
 
 
+def state(episode: int, step: int) -> dict:
+    """RT-1's proprioception: the tool's pose (xyz, quaternion) and whether the gripper is closed."""
+    return {"base_pose_tool_reached": np.array([0.5, 0.02 * step, 0.1 * episode, 1, 0, 0, 0], np.float32),
+            "gripper_closed": np.array([float(step % 2)], np.float32)}
+
+
 def write_rt1_like(root: str | Path, episodes: int = 3, steps: int = 5,
                    corrupt: tuple[int, int] | None = None, short: int | None = None) -> Path:
     """Returns the dataset directory (ROOT/fractal20220817_data/0.1.0). `corrupt=(episode, step)`
@@ -77,7 +84,7 @@ def write_rt1_like(root: str | Path, episodes: int = 3, steps: int = 5,
             if corrupt == (e, t):
                 image = image[: len(image) // 3]
             rows.append({"observation": {"image": image, "natural_language_instruction": f"pick object {e}",
-                                         "natural_language_embedding": np.zeros(512, np.float32)},
+                                         "natural_language_embedding": np.zeros(512, np.float32), **state(e, t)},
                          "action": action(e, t), "reward": 0.0, "is_first": t == 0, "is_last": t == steps - 1,
                          "is_terminal": t == steps - 1})
         data.append((f"episode_{e}", {"steps": rows}))

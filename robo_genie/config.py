@@ -211,6 +211,9 @@ class IngestJob:
     mixture: str | None = None        # source=rlds: a known mixture; each member goes to OUT/<name>
     image_key: str | None = None      # source=rlds: camera feature (default observation/image)
     split: str = "train"              # source=rlds: which split
+    # source=rlds: the robot-state features kept beside the actions (for the adapter), concatenated;
+    # default: the known dataset's, else observation/state, where present; [] keeps none
+    state_keys: list[str] | None = None
     workers: int = 1                  # parallel ingest processes; >1 writes OUT/slice_KKKKK-of-NNNNN folders
     num_shards: int = 1               # split the episodes over this many machines (same workers= on each)
     shard_index: int = 0              # which machine this is (0 .. num_shards-1)

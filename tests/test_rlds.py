@@ -17,7 +17,7 @@ if importlib.util.find_spec("tensorflow_datasets") is None:
     pytest.skip('the [rlds] extra is not installed: pip install -e ".[rlds]"', allow_module_level=True)
 
 from robo_genie.datasets.ingest import ingest
-from robo_genie.datasets.rlds_synthetic import action, frame, make_rt1_like
+from robo_genie.datasets.rlds_synthetic import action, frame, make_rt1_like, state
 from robo_genie.datasets.shards import FrameShards
 from robo_genie.datasets.sources import IngestError
 from robo_genie.datasets.transforms import center_crop_resize
@@ -45,8 +45,12 @@ def test_rt1_episodes_become_shards_with_frames_actions_and_rate(rt1, tmp_path):
     names = m["action_names"]
     assert len(names) == sum(RT1_ACTION_FIELDS.values()) and "world_vector.2" in names
     shards = FrameShards(tmp_path / "out")
+    # the robot's state, which the adapter reads: RT-1's tool pose and gripper, in datasets/oxe.py's order
+    assert m["extra"]["state_names"] == [*(f"base_pose_tool_reached.{i}" for i in range(7)), "gripper_closed.0"]
     for e in range(3):
         frames, actions = shards.read(e), shards.read(e, key="actions")
+        s = state(e, 4)
+        assert np.array_equal(shards.read(e, key="states")[4], np.r_[s["base_pose_tool_reached"], s["gripper_closed"]])
         for t in range(5):
             want = center_crop_resize(frame(e, t), 32).astype(int)
             assert np.abs(frames[t].astype(int) - want).mean() < 4        # JPEG + resize tolerance
@@ -75,6 +79,18 @@ def test_a_missing_camera_key_lists_the_images_there_are(rt1, tmp_path):
         ingest("rlds", str(rt1), str(tmp_path / "x"), camera="observation/wrist_image", progress=False)
     with pytest.raises(IngestError, match="not a TFDS/RLDS dataset directory"):
         ingest("rlds", str(tmp_path), str(tmp_path / "y"), progress=False)
+
+
+def test_state_keys_choose_the_robot_state_and_a_missing_one_lists_the_vectors(rt1, tmp_path):
+    m = ingest("rlds", str(rt1), str(tmp_path / "grip"), resolution=32, progress=False,
+               source_options={"state_keys": ["observation/gripper_closed"]})
+    assert m["extra"]["state_names"] == ["gripper_closed.0"]
+    assert FrameShards(tmp_path / "grip").read(1, key="states")[:, 0].tolist() == [0, 1, 0, 1, 0]
+    m = ingest("rlds", str(rt1), str(tmp_path / "none"), resolution=32, progress=False,
+               source_options={"state_keys": []})
+    assert "state_names" not in m["extra"] and not FrameShards(tmp_path / "none").has("states")
+    with pytest.raises(SystemExit, match="no numeric step feature observation/state;.*observation/gripper_closed"):
+        main(["ingest", "source=rlds", f"path={rt1}", f"out={tmp_path / 'x'}", "state_keys=[observation/state]"])
 
 
 def test_cli_known_dataset_and_mixture_read_a_local_mirror(rt1, tmp_path):

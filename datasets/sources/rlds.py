@@ -6,7 +6,9 @@ or more cameras), an action (a dict of named vectors, or one vector) and flags. 
 by a '/'-separated key (`observation/image` by default). Images are read as their stored bytes
 (tfds decoding skipped) and decoded here, so a corrupt JPEG becomes an error that names the episode,
 the step and the TFRecord file instead of a TensorFlow stack trace. Actions are flattened to one
-float vector per step with named fields (`world_vector.0`, ...), fields in alphabetical order.
+float vector per step with named fields (`world_vector.0`, ...), fields in alphabetical order. The
+robot's state (proprioception), which the adapter reads, is kept where the dataset has one: the
+features `state_keys=` names, concatenated in that order.
 
 TensorFlow is needed only here, at ingest time: `pip install "robo-genie[rlds]"`.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from robo_genie.datasets.oxe import native_fps
+from robo_genie.datasets.oxe import DATASETS, native_fps
 from robo_genie.datasets.sources.base import IngestError, RawEpisode
 
 
@@ -44,18 +46,31 @@ def _get(tree, key: str):
     return tree
 
 
-def _image_keys(features, prefix: str = "") -> list[str]:
-    """Every image feature under a steps feature dict, as '/'-joined keys."""
+def _is_vector(feat) -> bool:
+    """A numeric scalar or 1-D tensor feature (an action field, a state vector)."""
     from tensorflow_datasets.core import features as F
 
-    out = []
+    shape = tuple(getattr(feat, "shape", ()) or ())
+    return isinstance(feat, F.Tensor) and np.issubdtype(np.dtype(feat.np_dtype), np.number) and len(shape) <= 1
+
+
+def _keys(features, wanted, prefix: str = "") -> dict[str, object]:
+    """Every feature under a steps feature dict for which `wanted(feature)` holds, by '/'-joined key."""
+    from tensorflow_datasets.core import features as F
+
+    out = {}
     for name, feat in features.items():
         key = f"{prefix}{name}"
-        if isinstance(feat, F.Image):
-            out.append(key)
+        if wanted(feat):
+            out[key] = feat
         elif isinstance(feat, F.FeaturesDict):
-            out.extend(_image_keys(feat, key + "/"))
+            out |= _keys(feat, wanted, key + "/")
     return out
+
+
+def _length(feat) -> int:
+    shape = tuple(getattr(feat, "shape", ()) or ())
+    return int(shape[0]) if shape else 1
 
 
 def _action_layout(action_feature) -> list[tuple[str, int]]:
@@ -66,12 +81,12 @@ def _action_layout(action_feature) -> list[tuple[str, int]]:
         items = sorted(action_feature.items())             # by name: one order whatever features.json says
     else:
         items = [("action", action_feature)]
-    layout = []
-    for name, feat in items:
-        shape = tuple(getattr(feat, "shape", ()) or ())
-        if isinstance(feat, F.Tensor) and np.issubdtype(np.dtype(feat.np_dtype), np.number) and len(shape) <= 1:
-            layout.append((name, int(shape[0]) if shape else 1))
-    return layout
+    return [(name, _length(feat)) for name, feat in items if _is_vector(feat)]
+
+
+def _flat(step, keys: list[str]) -> np.ndarray:
+    """One step's named vectors (e.g. the robot-state features), concatenated."""
+    return np.concatenate([np.asarray(_get(step, k), np.float32).reshape(-1) for k in keys])
 
 
 def _flat_action(action, layout: list[tuple[str, int]]) -> np.ndarray:
@@ -84,7 +99,7 @@ def _flat_action(action, layout: list[tuple[str, int]]) -> np.ndarray:
 class _Reader:
     """The TensorFlow side, run in its own process (see RLDSSource)."""
 
-    def __init__(self, path: str, camera: str | None, split: str):
+    def __init__(self, path: str, camera: str | None, split: str, state_keys: list[str] | None):
         tfds = _import_tfds()
         self.tfds, self.path, self.split = tfds, path, split
         try:
@@ -101,7 +116,7 @@ class _Reader:
         if "steps" not in features.keys():  # noqa: SIM118 (FeaturesDict has no __contains__)
             raise IngestError(f"{path}: has no 'steps' feature, so it is not RLDS (episodes of steps)")
         self.step_features = features["steps"].feature
-        cameras = _image_keys(self.step_features)
+        cameras = list(_keys(self.step_features, lambda f: isinstance(f, tfds.features.Image)))
         self.camera = camera or "observation/image"
         if self.camera not in cameras:
             raise IngestError(f"{path}: no image feature {self.camera!r}; its images are "
@@ -109,15 +124,31 @@ class _Reader:
         if split not in self.builder.info.splits:
             raise IngestError(f"{path}: no split {split!r}; it has {', '.join(self.builder.info.splits)}")
         self.layout = _action_layout(self.step_features["action"]) if "action" in self.step_features.keys() else []  # noqa: SIM118
+        self.states = self._state_layout(state_keys)
+
+    def _state_layout(self, wanted: list[str] | None) -> list[tuple[str, int]]:
+        """(key, length) of the robot-state features to keep. By default the known dataset's
+        (datasets/oxe.py), else observation/state, where the dataset has them."""
+        vectors = _keys(self.step_features, _is_vector)
+        if wanted is None:
+            known = DATASETS.get(self.builder.info.name)
+            default = list(known.state_keys) if known and known.state_keys else ["observation/state"]
+            wanted = default if all(k in vectors for k in default) else []
+        missing = [k for k in wanted if k not in vectors]
+        if missing:
+            raise IngestError(f"{self.path}: no numeric step feature {', '.join(missing)}; its vectors are "
+                              f"{', '.join(vectors) or 'none'} (choose with state_keys=[...], or state_keys=[] for none)")
+        return [(k, _length(vectors[k])) for k in wanted]
 
     def describe(self) -> dict:
-        return {"name": self.builder.info.name, "camera": self.camera, "layout": self.layout,
+        return {"name": self.builder.info.name, "camera": self.camera, "layout": self.layout, "states": self.states,
                 "data_dir": str(self.builder.data_dir)}
 
     def _skip_decoding(self, parts: list[str]) -> dict:
         return {parts[0]: self.tfds.decode.SkipDecoding()} if len(parts) == 1 else {parts[0]: self._skip_decoding(parts[1:])}
 
-    def episodes(self, num_shards: int = 1, shard_index: int = 0) -> Iterator[tuple[str, list[bytes], np.ndarray | None]]:
+    def episodes(self, num_shards: int = 1, shard_index: int = 0) -> Iterator[tuple]:
+        """(tfds id, image bytes, actions or None, states or None) per episode."""
         # A slice is read with tfds's own split slicing, so a worker reads only its records.
         split = self.tfds.even_splits(self.split, n=num_shards)[shard_index] if num_shards > 1 else self.split
         ds = self.builder.as_dataset(split=split, decoders={"steps": self._skip_decoding(self.camera.split("/"))},
@@ -128,14 +159,16 @@ class _Reader:
             steps = list(episode["steps"])
             images = [bytes(_get(step, self.camera)) for step in steps]
             actions = np.stack([_flat_action(s["action"], self.layout) for s in steps]) if self.layout else None
-            yield tfds_id, images, actions
+            keys = [k for k, _ in self.states]
+            states = np.stack([_flat(s, keys) for s in steps]) if keys else None
+            yield tfds_id, images, actions, states
 
 
-def _serve(path: str, camera: str | None, split: str, queue, control) -> None:
+def _serve(path: str, camera: str | None, split: str, state_keys: list[str] | None, queue, control) -> None:
     """Child process: describe the dataset, wait for the slice to read, then stream its episodes (the
     queue bounds memory)."""
     try:
-        reader = _Reader(path, camera, split)
+        reader = _Reader(path, camera, split, state_keys)
         queue.put(("meta", reader.describe()))
         request = control.get()
         if request is None:
@@ -157,13 +190,14 @@ class RLDSSource:
     name = "rlds"
 
     def __init__(self, path: str | Path, camera: str | None = None, split: str = "train",
-                 fps: float | None = None):
+                 fps: float | None = None, state_keys: list[str] | None = None):
         import multiprocessing as mp
 
         self.path, self.split = str(path), split
         ctx = mp.get_context("spawn")
         self._queue, self._control = ctx.Queue(maxsize=4), ctx.Queue()
-        self._process = ctx.Process(target=_serve, args=(self.path, camera, split, self._queue, self._control),
+        self._process = ctx.Process(target=_serve, args=(self.path, camera, split, None if state_keys is None else list(state_keys),
+                                                              self._queue, self._control),
                                     daemon=True)
         self.slice = (1, 0)
         self._process.start()
@@ -175,6 +209,7 @@ class RLDSSource:
         self.data_dir = meta["data_dir"] if "://" not in self.path else self.path
         self.fps = fps or native_fps(meta["name"])
         self.action_names = [f"{n}.{i}" for n, k in self.layout for i in range(k)] or None
+        self.state_names = [f"{key.rsplit('/', 1)[-1]}.{i}" for key, k in meta["states"] for i in range(k)]
 
     def _next(self):
         import queue
@@ -205,13 +240,13 @@ class RLDSSource:
                     return
                 if kind == "error":
                     raise IngestError(item)
-                tfds_id, images, actions = item
+                tfds_id, images, actions, states = item
                 # tfds_id is "<file>__<index in file>": a name that stays the same whatever slice
                 # reads it (resume), and the TFRecord file the episode is in.
                 file = f"{self.data_dir}/{tfds_id.rsplit('__', 1)[0]}" if tfds_id else f"{self.data_dir} ({self.split}[{i}])"
                 name = tfds_id or f"{self.split}_{i:06d}"
                 yield RawEpisode(name=name, file=file, frames=self._frames(images, name, file), fps=self.fps,
-                                 actions=actions)
+                                 actions=actions, states=states)
         finally:
             self.close()
 
