@@ -107,10 +107,11 @@ def ingest(source: str, path: str, out: str, *, fps: float | None = None, resolu
                 continue
             rate = fps or ep.fps or 10.0
             if writer is None:
+                extra = {"input": _input_id(path), "crop": crop}
+                if getattr(src, "state_names", None):
+                    extra["state_names"] = src.state_names
                 writer = ShardWriter(out, source=source, fps=rate, image_size=resolution,
-                                     shard_frames=shard_frames, extra={"input": _input_id(path), "crop": crop,
-                                            **({"state_names": src.state_names} if getattr(src, "state_names", None)
-                                               else {})},
+                                     shard_frames=shard_frames, extra=extra,
                                      action_names=getattr(src, "action_names", None))
             spans = [(0, len(frames))] if episode_frames <= 0 else \
                 [(i, min(i + episode_frames, len(frames))) for i in range(0, len(frames), episode_frames)]

@@ -21,11 +21,6 @@ def _member_path(dataset, root: str | None) -> str:
     return f"{root.rstrip('/')}/{dataset.name}/{dataset.version}" if root else dataset.path
 
 
-def state_keys(cfg) -> list[str] | None:
-    """The job's state_keys= as a plain list (None: the dataset's own)."""
-    return None if cfg.state_keys is None else [str(k) for k in cfg.state_keys]
-
-
 def ingest_known(cfg) -> dict:
     if cfg.dataset and cfg.mixture:
         raise IngestError("give dataset= or mixture=, not both")
@@ -45,7 +40,7 @@ def ingest_known(cfg) -> dict:
             path, target = cfg.path or d.path, out
         print(f"{d.name}: {path} (camera {cfg.image_key or d.image_key}, {d.fps:g} Hz)")
         manifests = ingest_sliced("rlds", path, str(target), **job_options(cfg), camera=cfg.image_key or d.image_key,
-                                  source_options={"split": cfg.split, "fps": d.fps, "state_keys": state_keys(cfg)})
+                                  source_options={"split": cfg.split, "fps": d.fps, "state_keys": cfg.state_keys})
         for manifest in manifests:
             print(summary(manifest, target))
         written.append({"path": d.name, "weight": weight})

@@ -82,8 +82,7 @@ def _ingest(cfg) -> None:
         print(f"wrote tokens of {len(manifest['episodes'])} episodes to {cfg.out}")
         return
     from robo_genie.datasets.ingest import ingest_sliced, job_options, summary
-    from robo_genie.datasets.ingest_rlds import state_keys
-    options = {"split": cfg.split, "state_keys": state_keys(cfg)} if cfg.source == "rlds" else {}
+    options = {"split": cfg.split, "state_keys": cfg.state_keys} if cfg.source == "rlds" else {}
     manifests = ingest_sliced(cfg.source, cfg.path, cfg.out, **job_options(cfg), source_options=options,
                               camera=cfg.image_key if cfg.source == "rlds" else cfg.camera)
     for manifest in manifests:

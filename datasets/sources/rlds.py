@@ -93,7 +93,7 @@ def _flat_action(action, layout: list[tuple[str, int]]) -> np.ndarray:
     """One step's action (a dict of named vectors, or one vector) as a flat float vector."""
     if not isinstance(action, dict):
         return np.asarray(action, np.float32).reshape(-1)
-    return np.concatenate([np.asarray(action[name], np.float32).reshape(-1) for name, _ in layout])
+    return _flat(action, [name for name, _ in layout])
 
 
 class _Reader:

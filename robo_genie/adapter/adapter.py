@@ -124,9 +124,10 @@ class Adapter:
         if kind != "learned":
             return cls(kind, info, tensors, world)
         if unlabelled is not None and len(unlabelled):
-            data = with_pseudo_labels(data, unlabelled)
             info["pseudo_labelled_transitions"] = len(unlabelled)
-            actions, codes = torch.from_numpy(data.actions).float(), torch.from_numpy(data.codes).long()
+            data = with_pseudo_labels(data, unlabelled)
+        # the networks train on every transition, labelled and pseudo-labelled
+        actions, codes = torch.from_numpy(data.actions).float(), torch.from_numpy(data.codes).long()
         feats = torch.from_numpy(data.features).float()
         tensors["feature_mean"], tensors["feature_std"] = feats.mean(0), feats.std(0).clamp_min(1e-4)
         adapter = cls(kind, info, {**tensors, **cls._init_nets(world, actions.shape[1], feats.shape[1])}, world)

@@ -31,8 +31,8 @@ def fit(world, data_path: str, kind: str, labelled: float, seed: int = 0,
     info = {"bundle": str(Path(world.bundle_path).resolve()), "bundle_digest": bundle_io.digest(world.bundle_path),
             "data": str(data_path), "labelled": labelled, "labelled_episodes": len(chosen), "seed": seed}
     if data.observation == "state":
-        info["state_names"] = state_names(data_path)
-    return Adapter.fit(kind, data.subset(is_labelled), world, action_names(data_path), info, seed,
+        info["state_names"] = state_names(shards)
+    return Adapter.fit(kind, data.subset(is_labelled), world, action_names(shards), info, seed,
                        data.subset(~is_labelled) if pseudo else None)
 
 
@@ -66,9 +66,9 @@ def run_fit(cfg: DictConfig) -> Adapter:
     adapter = fit(world, cfg.data.path, cfg.kind, cfg.labelled, cfg.seed)
     path = adapter.save(cfg.out)
     pseudo = adapter.info.get("pseudo_labelled_transitions")
+    more = f", and {pseudo} more labelled from the robot's state" if pseudo else ""
     print(f"fitted a {cfg.kind} adapter on {adapter.info['labelled_episodes']} labelled episodes "
-          f"({adapter.info['n_transitions']} transitions" + (f", and {pseudo} more labelled from the robot's state"
-                                                              if pseudo else "") + f") of {cfg.data.path} -> {path}")
+          f"({adapter.info['n_transitions']} transitions{more}) of {cfg.data.path} -> {path}")
     return adapter
 
 

@@ -27,13 +27,12 @@ def fit_inverse_dynamics(labelled: Transitions):
     x = _inputs(labelled)
     mean, std = x.mean(0), x.std(0) + 1e-6
 
-    def design(data: Transitions) -> np.ndarray:
-        z = (_inputs(data) - mean) / std
-        return np.concatenate([z, np.ones((len(z), 1))], 1)
+    def design(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([(x - mean) / std, np.ones((len(x), 1))], 1)
 
-    a = design(labelled)
+    a = design(x)
     w = np.linalg.solve(a.T @ a + RIDGE * np.eye(a.shape[1]), a.T @ labelled.actions.astype(np.float64))
-    return lambda data: (design(data) @ w).astype(np.float32)
+    return lambda data: (design(_inputs(data)) @ w).astype(np.float32)
 
 
 def with_pseudo_labels(labelled: Transitions, unlabelled: Transitions) -> Transitions:

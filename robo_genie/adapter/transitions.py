@@ -95,13 +95,12 @@ def labelled_episodes(n_episodes: int, fraction: float, seed: int = 0) -> list[i
     return sorted(np.random.default_rng(seed).permutation(n_episodes)[:k].tolist())
 
 
-def action_names(data_path: str | Path) -> list[str]:
-    shards = FrameShards(data_path)
+def action_names(shards: FrameShards) -> list[str]:
     n = shards.read(0, 0, 1, key="actions").shape[-1]
     names = shards.manifest.get("action_names") or []
     return list(names) if len(names) == n else [f"a{i}" for i in range(n)]
 
 
-def state_names(data_path: str | Path) -> list[str]:
+def state_names(shards: FrameShards) -> list[str]:
     """The names of the robot state's values, where the shards' manifest gives them."""
-    return list((FrameShards(data_path).manifest.get("extra") or {}).get("state_names", []))
+    return list((shards.manifest.get("extra") or {}).get("state_names", []))
