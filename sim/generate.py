@@ -1,9 +1,10 @@
 """Render scripted episodes into frame shards, in parallel worker processes.
 
 Scenes: `tabletop` (the demo's mocap gripper and direction primitives), the arm scenes of
-`robo_genie.sim.scenes` (cloth, rope, soft, rigid) with scripted behaviours, robot state and
-segmentation, and `mix` (the four arm scenes in turn). A rerun into the same `out=` with the same settings continues where the last one
-stopped (shards are whole files and the manifest is rewritten after each).
+`robo_genie.sim.scenes` (cloth, rope, soft, rigid) with scripted behaviours and segmentation, and
+`mix` (the four arm scenes in turn). Every scene records the robot's state beside its commands.
+A rerun into the same `out=` with the same settings continues where the last one stopped (shards
+are whole files and the manifest is rewritten after each).
 """
 
 from __future__ import annotations
@@ -41,16 +42,16 @@ def render_episode(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
     scene, seed, length, resolution, cameras, gripper_step = args
     sim = _simulator(scene, resolution, cameras, gripper_step)
     ep = sim.episode(seed, length)
-    arrays = {"frames": ep.frames, "actions": ep.actions, "labels": ep.labels}
+    arrays = {"frames": ep.frames, "actions": ep.actions, "labels": ep.labels, "states": ep.states}
     if scene != "tabletop":
-        arrays |= {"states": ep.states, "objects": ep.objects, "segmentation": ep.segmentation}
+        arrays |= {"objects": ep.objects, "segmentation": ep.segmentation}
         arrays |= {f"frames_{cam}": v for cam, v in ep.views.items()}
     return seed, arrays
 
 
 def _spec(scene: str, seed: int, cameras: tuple[str, ...], gripper_step: float) -> dict:
     if scene == "tabletop":
-        extra = {"scene": "tabletop", "seed": seed}
+        extra = {"scene": "tabletop", "seed": seed, "state_names": list(tabletop.STATE_NAMES)}
         if gripper_step != tabletop.STEP_M:       # (folders written before the setting existed match)
             extra["gripper_step"] = gripper_step
         return {"action_names": list(tabletop.ACTION_NAMES), "label_names": list(tabletop.PRIMITIVES),

@@ -4,7 +4,8 @@ Every episode randomises colours, object and cloth poses, lighting and camera wi
 so that prompt images differ. The gripper (a mocap body, so it pushes objects kinematically)
 moves by a few pixels per step along one of eight primitives, each held for a few steps: left,
 right, up, down and the four diagonals between them, in the plane that faces the camera. Every
-step records the RT-1-style 7-D action (xyz delta, rpy delta, gripper) and the primitive's label.
+step records the RT-1-style 7-D action (xyz delta, rpy delta, gripper), the primitive's label and
+the robot's state: the gripper's position, as a real arm reports its tool pose.
 
 Why that plane: a move towards the camera's far side and a move up both carry the gripper up the
 picture, and a LAM reading one camera cannot tell them apart. The scene used to have those two
@@ -33,6 +34,7 @@ WORKSPACE_HI = np.array([0.18, 0.16, 0.18])
 SUBSTEPS = 10                       # physics steps per recorded frame (0.04 s, 25 Hz)
 FPS = 25.0
 ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+STATE_NAMES = ("ee_x", "ee_y", "ee_z")
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Episode:
     frames: np.ndarray              # [T, H, W, 3] uint8
     actions: np.ndarray             # [T, 7] float32: action taken after frame t (last row zeros)
     labels: np.ndarray              # [T] int64: primitive after frame t (last is -1)
+    states: np.ndarray              # [T, 3] float32: the gripper's position at frame t (STATE_NAMES)
 
 
 def load_model():
@@ -117,6 +120,10 @@ class TabletopSim:
     def gripper_position(self) -> np.ndarray:
         return self.data.mocap_pos[0].copy()
 
+    def robot_state(self) -> np.ndarray:
+        """Proprioception as the shards record it (STATE_NAMES)."""
+        return self.gripper_position().astype(np.float32)
+
     def object_positions(self) -> np.ndarray:
         """[3, 2]: the table objects' xy."""
         return np.array([self.data.qpos[q:q + 2] for q in self.object_qadr])
@@ -146,7 +153,7 @@ class TabletopSim:
     def episode(self, seed: int, length: int) -> Episode:
         rng = np.random.default_rng(seed)
         self._randomise(rng)
-        frames, actions, labels = [self._render()], [], []
+        frames, actions, labels, states = [self._render()], [], [], [self.robot_state()]
         prim, left = 0, 0
         for _ in range(length - 1):
             pos = self.data.mocap_pos[0].copy()
@@ -156,12 +163,13 @@ class TabletopSim:
             delta = self.step_m * _DIRECTIONS[prim]
             self._move(delta)
             frames.append(self._render())
+            states.append(self.robot_state())
             actions.append([*delta, 0.0, 0.0, 0.0, 1.0])
             labels.append(prim)
             left -= 1
         actions.append([0.0] * 7)
         labels.append(-1)
-        return Episode(np.stack(frames), np.asarray(actions, np.float32), np.asarray(labels, np.int64))
+        return Episode(np.stack(frames), np.asarray(actions, np.float32), np.asarray(labels, np.int64), np.stack(states))
 
 
 def _inside(p: np.ndarray) -> bool:

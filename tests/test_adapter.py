@@ -12,8 +12,9 @@ from safetensors.torch import load_file, save_file
 
 from robo_genie.adapter import Adapter, AdapterError, LatentPolicy
 from robo_genie.adapter.jobs import fit, offline_metrics
-from robo_genie.adapter.policy import cem
-from robo_genie.adapter.transitions import Transitions, read_transitions
+from robo_genie.adapter.policy import cem, frame_similarity
+from robo_genie.adapter.pseudo_labels import fit_inverse_dynamics
+from robo_genie.adapter.transitions import Transitions, read_transitions, state_observation
 from robo_genie.cli import main
 from robo_genie.datasets.shards import FrameShards, ShardWriter
 from robo_genie.play import World
@@ -51,10 +52,13 @@ def test_both_kinds_recover_a_one_to_one_map_and_its_inverse(world, kind):
     assert np.abs(sampled - table[test.codes[:20]]).max() < 1e-3          # u ~ D[a]: a real action of that code
 
 
+NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+
+
 def _state_flips(world, seed: int) -> tuple[Transitions, Transitions, np.ndarray]:
     """800 training and 300 test transitions whose command, per code, flips with the sign of a state
     value (as an arm's up and away can look alike from one camera); each command moves the state by
-    ten times itself. Also returns each code's move."""
+    ten times itself. The state's last change says nothing here. Also returns each code's move."""
     rng = np.random.default_rng(seed)
     moves = rng.normal(0, 0.02, (world.num_actions, 3)).astype(np.float32)
 
@@ -62,15 +66,16 @@ def _state_flips(world, seed: int) -> tuple[Transitions, Transitions, np.ndarray
         codes, state = rng.integers(world.num_actions, size=n), rng.normal(size=(n, 3)).astype(np.float32)
         actions = np.zeros((n, 7), np.float32)
         actions[:, :3] = moves[codes] * np.sign(state[:, :1])
-        return Transitions(codes, state, actions, np.arange(n) // 20, "state", state + 10 * actions[:, :3])
+        change = 0.1 * rng.normal(size=(n, 3)).astype(np.float32)
+        return Transitions(codes, np.c_[state, change], actions, np.arange(n) // 20, "state",
+                           np.c_[state + 10 * actions[:, :3], 10 * actions[:, :3]])
     return data(800), data(300), moves
 
 
 def test_learned_reads_the_robot_state_where_the_command_depends_on_it(world):
     """The lookup's mean of a code's two flipped moves is no direction at all; `learned` reads the state."""
     train, test, moves = _state_flips(world, 0)
-    names = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
-    lookup, learned = (Adapter.fit(k, train, world, names) for k in ("lookup", "learned"))
+    lookup, learned = (Adapter.fit(k, train, world, NAMES) for k in ("lookup", "learned"))
     assert learned.reads_state and not lookup.reads_state
     assert offline_metrics(lookup, test)["direction_cosine"] < 0.3 < 0.6 < offline_metrics(learned, test)["direction_cosine"]
     with pytest.raises(AdapterError, match="state= with its 3 values"):
@@ -88,13 +93,59 @@ def test_learned_learns_from_unlabelled_episodes_through_how_their_state_moved(w
     labelled = train.subset(train.episodes < 2)
     unlabelled = train.subset(train.episodes >= 2)
     unlabelled.actions[:] = np.nan                    # a command read from here would poison the fit
-    names = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
-    few = Adapter.fit("learned", labelled, world, names)
-    many = Adapter.fit("learned", labelled, world, names, unlabelled=unlabelled)
+    few = Adapter.fit("learned", labelled, world, NAMES)
+    many = Adapter.fit("learned", labelled, world, NAMES, unlabelled=unlabelled)
     assert many.info["pseudo_labelled_transitions"] == 760 and int(many.t["code_counts"].sum()) == 40
     assert np.isfinite(many.t["sample_actions"].numpy()).all()       # the lookup keeps to real labels
     few_cos, many_cos = (offline_metrics(a, test)["direction_cosine"] for a in (few, many))
     assert many_cos > 0.6 and many_cos > few_cos + 0.3, (few_cos, many_cos)
+
+
+def test_pseudo_labels_ignore_a_value_fixed_within_each_episode():
+    """The tabletop gripper's depth is fixed within an episode and differs between them, so two
+    labelled episodes that happen to share one show it barely varying. The inverse-dynamics map must
+    not read commands from it on the other episodes, and a command that never changes (the gripper,
+    always closed) stays itself."""
+    rng = np.random.default_rng(0)
+    parts = []
+    for e, depth in enumerate([0.010, 0.012] + list(rng.uniform(-0.15, 0.15, 28))):
+        moves = rng.normal(0, 0.02, (20, 3)) * [1, 0, 1]
+        obs = state_observation(np.cumsum(np.r_[[[0.0, depth, 0.1]], moves], 0))
+        actions = np.c_[moves, np.zeros((20, 3)), np.ones(20)].astype(np.float32)
+        parts.append(Transitions(np.zeros(20, int), obs[:-1], actions, np.full(20, e), "state", obs[1:]))
+    data = Transitions.concatenate(parts)
+    labelled, unlabelled = data.subset(data.episodes < 2), data.subset(data.episodes >= 2)
+    guessed = fit_inverse_dynamics(labelled, unlabelled)(unlabelled)
+    p, t = guessed[:, :3], unlabelled.actions[:, :3]
+    cosine = (p * t).sum(1) / (np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1))
+    assert cosine.mean() > 0.95 and np.allclose(guessed[:, 6], 1.0, atol=1e-4), (cosine.mean(), guessed[:, 6].min())
+
+
+def test_learned_reads_how_the_robot_was_moving(world):
+    """Commands that carry on the robot's last motion (as a teleoperator's do), under codes that say
+    nothing: the lookup has no direction to give, `learned` reads the state's change since the step
+    before, from recorded episodes and from `previous_state=` alike."""
+    rng = np.random.default_rng(0)
+
+    def episodes(n_eps, steps=20):
+        parts = []
+        for e in range(n_eps):
+            moves = np.repeat(rng.normal(0, 0.02, (steps // 5, 3)), 5, 0).astype(np.float32)   # held for 5 steps
+            states = np.cumsum(np.r_[rng.normal(size=(1, 3)), moves], 0)
+            obs, actions = state_observation(states), np.zeros((steps, 7), np.float32)
+            actions[:, :3] = moves
+            parts.append(Transitions(rng.integers(world.num_actions, size=steps), obs[:-1], actions,
+                                     np.full(steps, e), "state", obs[1:]))
+        return Transitions.concatenate(parts)
+    train, test = episodes(40), episodes(15)
+    lookup, learned = (Adapter.fit(k, train, world, NAMES) for k in ("lookup", "learned"))
+    # the first step of each held-for-5 move follows another move: only 4 in 5 can be read
+    assert offline_metrics(lookup, test)["direction_cosine"] < 0.3 < 0.6 < offline_metrics(learned, test)["direction_cosine"]
+    before, now = np.zeros(3), np.array([0.0, 0.0, 0.02])
+    up = learned.to_robot(0, None, state=now, previous_state=before)["action"][:3]
+    assert up[2] / np.linalg.norm(up) > 0.7, up
+    with pytest.raises(AdapterError, match="previous_state= with its 3 values"):
+        learned.to_robot(0, None, state=now, previous_state=[0.0])
 
 
 def test_adapter_round_trips_and_is_refused_with_another_bundle(world, micro_run, sim_shards, tmp_path):
@@ -105,8 +156,10 @@ def test_adapter_round_trips_and_is_refused_with_another_bundle(world, micro_run
     assert Path(info["bundle"]).is_absolute()           # usable from any working directory
     again = Adapter.load(tmp_path / "a", device="cpu")
     frame = sim_shards_frame(sim_shards)
-    assert np.allclose(again.to_robot(1, frame)["action"], adapter.to_robot(1, frame)["action"], atol=1e-6)
-    assert 0 <= again.to_latent(again.to_robot(1, frame)["action"], frame) < world.num_actions
+    now, before = FrameShards(sim_shards).read(0, 1, 2, key="states")[::-1]
+    robot = [a.to_robot(1, frame, state=now, previous_state=before)["action"] for a in (again, adapter)]
+    assert np.allclose(*robot, atol=1e-6)
+    assert 0 <= again.to_latent(robot[0], frame, state=now, previous_state=before) < world.num_actions
 
     other = tmp_path / "other_bundle"
     shutil.copytree(micro_run / "bundle", other)
@@ -147,6 +200,20 @@ def test_cem_finds_the_best_sequence():
     best, score = cem(lambda s: -(s != target).sum(1).astype(float), 4, 3, population=32, elites=6, iterations=4,
                       rng=np.random.default_rng(0))
     assert np.array_equal(best, target) and score == 0
+
+
+def test_the_goal_measure_prefers_a_thin_arm_nearer_its_goal():
+    """Pixel by pixel, a thin bar 6 px from its goal position and one 32 px away overlap it equally
+    (not at all); the planner's measure, over cells, ranks the nearer one higher."""
+    def bar(x):
+        frame = np.zeros((64, 64, 3), np.uint8)
+        frame[20:44, x:x + 2] = 255
+        return frame
+    goal, candidates = bar(8), np.stack([bar(14), bar(40)])
+    pixel_error = ((candidates.astype(float) - goal) ** 2).mean(axis=(1, 2, 3))
+    assert pixel_error[0] == pixel_error[1]
+    near, far = frame_similarity(candidates, goal)
+    assert near > far
 
 
 def test_latent_policy_drives_mujoco_in_closed_loop(world, micro_run, sim_shards, tmp_path):
@@ -201,8 +268,10 @@ def test_arm_shards_give_the_adapter_the_robot_state_in_closed_loop(world, tmp_p
     shards = tmp_path / "arm"
     generate(shards, episodes=4, episode_len=6, resolution=32, workers=1, seed=0, progress=False, scene="cloth")
     data = read_transitions(world, str(shards))
-    assert data.observation == "state" and data.features.shape == (4 * 5, 11)
+    assert data.observation == "state" and data.features.shape == (4 * 5, 2 * 11)     # the state and its change
     assert np.array_equal(data.next_features[:4], data.features[1:5])      # the state at t+1 of each transition
+    assert np.allclose(data.features[1, 11:], data.features[1, :11] - data.features[0, :11])
+    assert not data.features[0, 11:].any()                                 # at rest before the first frame
     adapter = fit(world, str(shards), "learned", 1.0)
     assert adapter.reads_state and adapter.info["state_names"][-1] == "ee_z"
     assert fit(world, str(shards), "learned", 0.25).info["pseudo_labelled_transitions"] == 3 * 5

@@ -23,11 +23,18 @@ def test_actions_and_labels_describe_the_scripted_motion():
     assert (diffs > 0).all()
 
 
-def test_generated_shards_carry_actions_and_labels(sim_shards):
+def test_generated_shards_carry_actions_labels_and_the_robot_state(sim_shards):
     shards = FrameShards(sim_shards)
     assert len(shards.episodes) == 6 and shards.manifest["label_names"] == list(tabletop.PRIMITIVES)
-    assert shards.read(0, key="actions").shape == (12, 7)
+    actions, states = shards.read(0, key="actions"), shards.read(0, key="states")
+    assert actions.shape == (12, 7) and states.shape == (12, 3)
     assert shards.read(0).shape == (12, 32, 32, 3)
+    # the state is the gripper's position: each command moves it by its xyz, from where the simulator starts
+    assert np.allclose(np.diff(states, axis=0), actions[:-1, :3], atol=1e-6)
+    assert shards.manifest["extra"]["state_names"] == list(tabletop.STATE_NAMES)
+    sim = tabletop.TabletopSim(32)
+    sim.reset(int(shards.episodes[0]["name"][2:]))
+    assert np.allclose(sim.robot_state(), states[0], atol=1e-6)
 
 
 def test_a_script_without_a_main_guard_fails_with_advice_instead_of_hanging(tmp_path):

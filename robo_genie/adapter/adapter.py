@@ -10,11 +10,11 @@ Two kinds, both with a forward map (code -> command) and an inverse map (command
 - `learned`: the lookup plus corrections from small networks over the code's vector and the
   observation's features (LAPA / UniVLA-style heads), forward and inverse, each starting at zero
   and stopped early on held-aside labelled episodes, so it falls back to the lookup where the
-  observation says nothing. The observation is the robot's state where the shards record one
-  (`adapter.to_robot(3, image, state=joints_and_tip)`), else the image: on the arm scenes the state
-  lifted the held-out direction cosine over the lookup's, the image features never did. With a
-  state, the networks also train on the unlabelled episodes, labelled from how their state moved
-  (pseudo_labels.py).
+  observation says nothing. The observation is the robot's state and how it changed over the last
+  step, where the shards record a state (`adapter.to_robot(3, image, state=now, previous_state=before)`),
+  else the image: on the arm scenes the state lifted the held-out direction cosine over the lookup's,
+  the image features never did. With a state, the networks also train on the unlabelled episodes,
+  labelled from how their state moved (pseudo_labels.py).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from torch import nn
 
 from robo_genie import bundle as bundle_io
 from robo_genie.adapter.pseudo_labels import with_pseudo_labels
-from robo_genie.adapter.transitions import Transitions, observation_features
+from robo_genie.adapter.transitions import Transitions, observation_features, state_observation
 from robo_genie.safe_write import write_text_atomic, writing
 
-FORMAT = "robo_genie.adapter/1"
+FORMAT = "robo_genie.adapter/2"     # /2: a state adapter reads the state and its last change
 KINDS = ("lookup", "learned")
 UNITS = {"dx": "m", "dy": "m", "dz": "m", "droll": "rad", "dpitch": "rad", "dyaw": "rad", "gripper": "closed (0-1)"}
 HIDDEN = 128
@@ -217,35 +217,41 @@ class Adapter:
         """Whether commands depend on the robot's state (a `learned` adapter fitted on shards with states)."""
         return self.kind == "learned" and self.info.get("observation") == "state"
 
-    def _observation_features(self, observation: np.ndarray, state) -> np.ndarray:
-        """What the forward and inverse networks read: the state, or image features (the lookup reads
-        neither, so no encoder pass for it)."""
+    def _observation_features(self, observation: np.ndarray, state, previous_state) -> np.ndarray:
+        """What the forward and inverse networks read: the state and its change since `previous_state`
+        (the state one step earlier; none given: the robot was still), or image features (the lookup
+        reads neither, so no encoder pass for it)."""
         if self.kind != "learned":
             return np.zeros((1, 0), np.float32)
         if not self.reads_state:
             return self.features(observation)
-        n = self.t["feature_mean"].shape[0]
-        if state is None or np.size(state) != n:
-            raise AdapterError(f"this adapter was fitted on shards that record the robot's state and reads it: pass "
-                               f"state= with its {n} values ({', '.join(self.info.get('state_names', []))}), "
-                               f"got {None if state is None else np.size(state)}")
-        return np.asarray(state, np.float32).reshape(1, n)
+        n = self.t["feature_mean"].shape[0] // 2
+        previous_state = state if previous_state is None else previous_state
+        for name, value in (("state", state), ("previous_state", previous_state)):
+            if value is None or np.size(value) != n:
+                raise AdapterError(f"this adapter was fitted on shards that record the robot's state and reads it: "
+                                   f"pass {name}= with its {n} values ({', '.join(self.info.get('state_names', []))}), "
+                                   f"got {None if value is None else np.size(value)}")
+        return state_observation(np.stack([np.reshape(previous_state, n), np.reshape(state, n)]))[1:]
 
-    def to_robot(self, code: int, observation: np.ndarray, sample: bool = False, state=None) -> dict:
-        return {"action": self.predict(np.array([int(code)]), self._observation_features(observation, state), sample)[0],
-                "names": self.names}
+    def to_robot(self, code: int, observation: np.ndarray, sample: bool = False, state=None,
+                 previous_state=None) -> dict:
+        features = self._observation_features(observation, state, previous_state)
+        return {"action": self.predict(np.array([int(code)]), features, sample)[0], "names": self.names}
 
-    def commands(self, observation: np.ndarray, state=None) -> np.ndarray:
+    def commands(self, observation: np.ndarray, state=None, previous_state=None) -> np.ndarray:
         """The command of every code from one observation, [|A|, n] (one encoder pass at most). An
         adapter that reads the state, given none (the play page's imagined frames have none), gives
         the lookup's commands."""
         codes = np.arange(len(self.t["code_means"]))
         if self.reads_state and state is None:
             return self.t["code_means"].numpy().copy()
-        return self.predict(codes, np.repeat(self._observation_features(observation, state), len(codes), 0))
+        features = self._observation_features(observation, state, previous_state)
+        return self.predict(codes, np.repeat(features, len(codes), 0))
 
-    def to_latent(self, action, observation: np.ndarray, state=None) -> int:
-        return int(self.invert(np.asarray(action, np.float32)[None], self._observation_features(observation, state))[0])
+    def to_latent(self, action, observation: np.ndarray, state=None, previous_state=None) -> int:
+        features = self._observation_features(observation, state, previous_state)
+        return int(self.invert(np.asarray(action, np.float32)[None], features)[0])
 
     # -- the artifact ----------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:

@@ -71,6 +71,20 @@ def _commands(actions: np.ndarray):
     return lambda frame, t: actions[t]
 
 
+def _through_adapter(sim, adapter, codes: np.ndarray):
+    """policy(frame, t): the adapter's command for code t, from the frame the robot is in now (and
+    its state now and one step earlier, for an adapter that reads them)."""
+    previous = None
+
+    def policy(frame, t):
+        nonlocal previous
+        state = _state(sim, adapter)
+        command = adapter.to_robot(codes[t], frame, state=state, previous_state=previous)["action"]
+        previous = state
+        return command
+    return policy
+
+
 def replay(adapter, data_path: str, episodes: list[int], seed: int = 0) -> dict:
     """End-effector path error of adapter-driven replay against random commands and the true ones."""
     shards, world = FrameShards(data_path), adapter.world
@@ -85,9 +99,7 @@ def replay(adapter, data_path: str, episodes: list[int], seed: int = 0) -> dict:
         codes = world.infer_actions(video)
         steps = len(codes)
         reference, _ = _run(sim, sim_seed, _commands(actions), steps)
-        # closed loop: each command from the frame the robot is in now
-        followed, _ = _run(sim, sim_seed, lambda frame, t: adapter.to_robot(codes[t], frame,
-                                                                            state=_state(sim, adapter))["action"], steps)
+        followed, _ = _run(sim, sim_seed, _through_adapter(sim, adapter, codes), steps)       # closed loop
         random_path, _ = _run(sim, sim_seed, _commands(pool[rng.integers(len(pool), size=steps)]), steps)
         # the true actions replayed: ~0 in a deterministic simulator, a check that the start state matches
         true_path, _ = _run(sim, sim_seed, _commands(actions), steps)

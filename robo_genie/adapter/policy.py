@@ -12,6 +12,14 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from robo_genie.adapter.transitions import cell_means
+
+# The planner and the MuJoCo oracle compare a frame with the goal as the means of 4x4 cells: pixel by
+# pixel, a thin arm moved nearer its goal position overlaps it no more than before, so the distance
+# does not fall as it nears; cell means fall smoothly (NOTES.md, 2026-12-07).
+GOAL_GRID = 4
 
 
 def cem(score: Callable[[np.ndarray], np.ndarray], n_options: int, horizon: int, population: int = 64,
@@ -35,8 +43,11 @@ def cem(score: Callable[[np.ndarray], np.ndarray], n_options: int, horizon: int,
 
 
 def frame_similarity(frames: np.ndarray, goal: np.ndarray) -> np.ndarray:
-    """Negative mean squared pixel error of each uint8 frame [P, H, W, 3] to a uint8 goal."""
-    return -((frames.astype(np.float32) - goal.astype(np.float32)) ** 2).mean(axis=(1, 2, 3)) / 255.0 ** 2
+    """Negative mean squared error between each uint8 frame [P, H, W, 3] and a uint8 goal, over the
+    means of GOAL_GRID x GOAL_GRID cells of pixels (values in [0, 1])."""
+    def cells(x: np.ndarray) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(torch.from_numpy(x).float().div(255).permute(0, 3, 1, 2), GOAL_GRID)
+    return -((cells(frames) - cells(goal[None])) ** 2).mean(dim=(1, 2, 3)).numpy()
 
 
 class LatentPolicy:
@@ -51,9 +62,10 @@ class LatentPolicy:
         self._goal_codes: torch.Tensor | None = None
         self.plan: np.ndarray | None = None          # the latest best code sequence
         self.predicted: np.ndarray | None = None     # the model's frame at the end of that plan (uint8)
+        self.previous_state = None                   # the robot's state at the last call (a state adapter reads its change)
 
     def reset(self) -> None:
-        self.plan = self.predicted = None
+        self.plan = self.predicted = self.previous_state = None
 
     def _image(self, image: np.ndarray) -> torch.Tensor:
         """An image as the world model reads it: [H, W, 3] float in [0, 1] at its resolution."""
@@ -63,19 +75,20 @@ class LatentPolicy:
 
     @torch.no_grad()
     def _score(self, image: torch.Tensor, seqs: np.ndarray) -> np.ndarray:
-        """How close the world model's last frame after each code sequence comes to the goal, in the
-        tokenizer's code-vector space (no decoding: planning costs only dynamics steps)."""
+        """How close the world model's last frame after each code sequence comes to the goal: the
+        tokenizer's code vectors, averaged over GOAL_GRID x GOAL_GRID cells (no decoding: planning
+        costs only dynamics steps)."""
         self.world.reset_batch(image[None].expand(len(seqs), -1, -1, -1))
         for h in range(seqs.shape[1]):
             self.world.step_batch(torch.from_numpy(seqs[:, h]).long(), decode=False)
-        pred = self.world.latest_codes()
-        return -((pred - self._goal_codes) ** 2).mean(dim=(1, 2)).cpu().numpy()
+        pred = cell_means(self.world.latest_codes(), GOAL_GRID)
+        return -((pred - self._goal_codes) ** 2).mean(dim=(1, 2, 3)).cpu().numpy()
 
     @torch.no_grad()
     def select_code(self, observation: np.ndarray) -> int:
         if self._goal_codes is None:
             self.world.reset_batch(self._image(self.goal)[None])
-            self._goal_codes = self.world.latest_codes()
+            self._goal_codes = cell_means(self.world.latest_codes(), GOAL_GRID)
         image = self._image(observation)
         plan, _ = cem(lambda s: self._score(image, s), self.world.num_actions, self.horizon, self.population,
                       self.elites, self.iterations, self.rng)
@@ -97,4 +110,6 @@ class LatentPolicy:
                 state = torch.as_tensor(observation["observation.state"]).reshape(-1).cpu().numpy()
             observation = (img.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         code = self.select_code(observation)
-        return torch.as_tensor(self.adapter.to_robot(code, observation, state=state)["action"], dtype=torch.float32)
+        command = self.adapter.to_robot(code, observation, state=state, previous_state=self.previous_state)["action"]
+        self.previous_state = state
+        return torch.as_tensor(command, dtype=torch.float32)

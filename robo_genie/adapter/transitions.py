@@ -2,9 +2,10 @@
 
 Each transition x_t -> x_{t+1} of a shard episode carries the LAM's code for it (read by the bundle's
 LAM), the real action that the shards recorded, and features of the observation at t: the robot's
-state (proprioception) where the shards record one, else the bundle's tokenizer encoder pooled to a
-coarse grid. On the arm scenes the state told the `learned` adapter what the image features never did
-(NOTES.md, twentieth round).
+state (proprioception) and its change since the step before, where the shards record a state, else
+the bundle's tokenizer encoder pooled to a coarse grid. On the arm scenes the state told the
+`learned` adapter what the image features never did (NOTES.md, twentieth round), and its change
+(how the robot was moving) added more (2026-12-07).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Transitions:
     actions: np.ndarray         # [N, A] recorded real actions
     episodes: np.ndarray        # [N] index of the episode in its shard folder
     observation: str = "image"  # what the features are: "state" (the robot's) or "image" (pooled encoder)
-    next_features: np.ndarray | None = None     # [N, F] the state at t+1 (state observations only)
+    next_features: np.ndarray | None = None     # [N, F] the features at t+1 (state observations only)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -44,6 +45,19 @@ class Transitions:
         return replace(parts[0], **{n: np.concatenate([getattr(p, n) for p in parts]) for n in parts[0]._arrays()})
 
 
+def state_observation(states: np.ndarray) -> np.ndarray:
+    """A robot's successive states [T, n] -> what an adapter reads at each step, [T, 2n]: the state and
+    its change since the step before (none at the first), i.e. where the robot is and how it moves."""
+    states = np.asarray(states, np.float32)
+    return np.concatenate([states, np.diff(states, axis=0, prepend=states[:1])], -1)
+
+
+def cell_means(z: torch.Tensor, grid: int) -> torch.Tensor:
+    """Per-token vectors of square token grids [B, S, D] -> their means over grid x grid cells, [B, D, grid, grid]."""
+    g = int(round(z.shape[1] ** 0.5))
+    return F.adaptive_avg_pool2d(z.float().transpose(1, 2).reshape(len(z), -1, g, g), grid)
+
+
 @torch.no_grad()
 def observation_features(tokenizer: torch.nn.Module, frames: np.ndarray, device, batch: int = 64) -> np.ndarray:
     """uint8 frames [N, H, W, 3] -> [N, FEATURE_GRID^2 * code_dim] pooled tokenizer code vectors."""
@@ -51,9 +65,7 @@ def observation_features(tokenizer: torch.nn.Module, frames: np.ndarray, device,
     for i in range(0, len(frames), batch):
         x = torch.from_numpy(frames[i:i + batch]).to(device).float().div(255)[:, None]
         z = tokenizer.encode_continuous(x)[:, 0]                         # [B, S, D]
-        g = int(round(z.shape[1] ** 0.5))
-        z = z.transpose(1, 2).reshape(len(z), -1, g, g)
-        out.append(F.adaptive_avg_pool2d(z.float(), FEATURE_GRID).flatten(1).cpu().numpy())
+        out.append(cell_means(z, FEATURE_GRID).flatten(1).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -77,8 +89,8 @@ def read_transitions(world, data_path: str | Path, episodes: list[int] | None = 
         codes = np.asarray(world.infer_actions(video))
         actions = shards.read(e, key="actions")[:len(video) - 1].astype(np.float32)
         if observation == "state":
-            states = shards.read(e, key="states")[:len(video)].astype(np.float32)
-            parts.append(Transitions(codes, states[:-1], actions, np.full(len(codes), e), observation, states[1:]))
+            obs = state_observation(shards.read(e, key="states")[:len(video)])
+            parts.append(Transitions(codes, obs[:-1], actions, np.full(len(codes), e), observation, obs[1:]))
         else:
             features = observation_features(world.tokenizer, video[:-1], world.device)
             parts.append(Transitions(codes, features, actions, np.full(len(codes), e), observation))
