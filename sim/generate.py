@@ -52,7 +52,7 @@ def render_episode(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
 def _spec(scene: str, seed: int, cameras: tuple[str, ...], gripper_step: float) -> dict:
     if scene == "tabletop":
         extra = {"scene": "tabletop", "seed": seed, "state_names": list(tabletop.STATE_NAMES)}
-        if gripper_step != tabletop.STEP_M:       # (folders written before the setting existed match)
+        if gripper_step != tabletop.STEP_M:       # recorded only when not the default
             extra["gripper_step"] = gripper_step
         return {"action_names": list(tabletop.ACTION_NAMES), "label_names": list(tabletop.PRIMITIVES),
                 "extra": extra, "fps": tabletop.FPS}

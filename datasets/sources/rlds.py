@@ -84,6 +84,11 @@ def _action_layout(action_feature) -> list[tuple[str, int]]:
     return [(name, _length(feat)) for name, feat in items if _is_vector(feat)]
 
 
+def _field_names(layout: list[tuple[str, int]]) -> list[str]:
+    """One name per value of a flattened (key, length) layout: the key's last part and the index."""
+    return [f"{key.rsplit('/', 1)[-1]}.{i}" for key, length in layout for i in range(length)]
+
+
 def _flat(step, keys: list[str]) -> np.ndarray:
     """One step's named vectors (e.g. the robot-state features), concatenated."""
     return np.concatenate([np.asarray(_get(step, k), np.float32).reshape(-1) for k in keys])
@@ -153,14 +158,14 @@ class _Reader:
         split = self.tfds.even_splits(self.split, n=num_shards)[shard_index] if num_shards > 1 else self.split
         ds = self.builder.as_dataset(split=split, decoders={"steps": self._skip_decoding(self.camera.split("/"))},
                                      shuffle_files=False, read_config=self.tfds.ReadConfig(add_tfds_id=True))
+        state_keys = [k for k, _ in self.states]
         for episode in self.tfds.as_numpy(ds):
             tfds_id = episode.get("tfds_id", b"")
             tfds_id = tfds_id.decode() if isinstance(tfds_id, bytes) else str(tfds_id)
             steps = list(episode["steps"])
             images = [bytes(_get(step, self.camera)) for step in steps]
             actions = np.stack([_flat_action(s["action"], self.layout) for s in steps]) if self.layout else None
-            keys = [k for k, _ in self.states]
-            states = np.stack([_flat(s, keys) for s in steps]) if keys else None
+            states = np.stack([_flat(s, state_keys) for s in steps]) if state_keys else None
             yield tfds_id, images, actions, states
 
 
@@ -208,8 +213,8 @@ class RLDSSource:
         self.camera, self.layout = meta["camera"], [tuple(x) for x in meta["layout"]]
         self.data_dir = meta["data_dir"] if "://" not in self.path else self.path
         self.fps = fps or native_fps(meta["name"])
-        self.action_names = [f"{n}.{i}" for n, k in self.layout for i in range(k)] or None
-        self.state_names = [f"{key.rsplit('/', 1)[-1]}.{i}" for key, k in meta["states"] for i in range(k)]
+        self.action_names = _field_names(self.layout) or None
+        self.state_names = _field_names(meta["states"])
 
     def _next(self):
         import queue
