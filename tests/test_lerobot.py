@@ -41,6 +41,25 @@ def test_every_frame_matches_what_lerobot_wrote(tmp_path):
     _check_against_expected(FrameShards(tmp_path / "shards"))
 
 
+def test_the_names_of_actions_and_state_values_reach_the_manifest(tmp_path):
+    """info.json may name each value of `action` (a list) and `observation.state` (lerobot's
+    {"motors": [...]} form); the shards keep both names for the adapter. Names that do not fit the
+    vector's length are dropped rather than misattached."""
+    root = tmp_path / "named"
+    shutil.copytree(FIXTURE, root)
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["features"]["action"]["names"] = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+    info["features"]["observation.state"]["names"] = {"motors": [f"joint{i}" for i in range(7)]}
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    ingest("lerobot", str(root), str(tmp_path / "shards"), resolution=64, progress=False)
+    manifest = FrameShards(tmp_path / "shards").manifest
+    assert manifest["action_names"][-1] == "gripper" and manifest["extra"]["state_names"][-1] == "joint6"
+
+    info["features"]["observation.state"]["names"] = ["only", "two"]
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    assert LeRobotSource(root).state_names is None
+
+
 def _as_v21(root: Path) -> Path:
     """The fixture's episodes in LeRobot v2.1's layout: meta/episodes.jsonl, and per episode
     data/chunk-000/episode_NNNNNN.parquet and videos/chunk-000/CAMERA/episode_NNNNNN.mp4 (H.264)."""

@@ -61,6 +61,7 @@ class LeRobotSource:
             raise IngestError(f"{info_path}: no camera {self.camera!r}; its cameras are {', '.join(videos)} "
                               f"(choose one with camera=...)")
         self.fps = float(self.info["fps"])
+        self.action_names, self.state_names = (_value_names(self.info["features"].get(c)) for c in VECTOR_COLUMNS)
         self.episode_rows = self._v2_rows() if self.v2 else self._v3_rows()
 
     def _v3_rows(self) -> list[dict]:
@@ -122,6 +123,19 @@ class LeRobotSource:
             # Decoded when the episode is read, so that a bad episode can be skipped (on_error=skip).
             frames = _lazy_frames(video, start, timestamps, 0.5 / self.fps, f"episode {e}")
             yield RawEpisode(f"episode_{e:06d}", str(video), frames, self.fps, actions, states)
+
+
+def _value_names(feature: dict | None) -> list[str] | None:
+    """The names of a vector feature's values as info.json gives them (a list, or lerobot's
+    {"motors": [...]}), where there is one per value; else None."""
+    if not feature:
+        return None
+    names, shape = feature.get("names"), feature.get("shape") or [None]
+    if isinstance(names, dict) and len(names) == 1:
+        names = next(iter(names.values()))
+    if isinstance(names, list) and len(names) == shape[0] and all(isinstance(n, str) for n in names):
+        return names
+    return None
 
 
 def _read_parquet(path: Path, what: str, columns: list[str] | None = None):

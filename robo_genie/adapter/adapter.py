@@ -8,10 +8,11 @@ Two kinds, both with a forward map (code -> command) and an inverse map (command
 - `lookup` (Genie, Appendix E): per code, the real actions seen with it on labelled transitions;
   forward returns their mean (or one of them, `sample=True`), inverse the code whose mean is nearest.
 - `learned`: the lookup plus corrections from small networks over the code's vector and the
-  observation's features (LAPA / UniVLA-style heads), forward and inverse, each starting at zero
-  and stopped early on held-aside labelled episodes, so it falls back to the lookup where the
-  observation says nothing. The observation is the robot's state and how it changed over the last
-  step, where the shards record a state (`adapter.to_robot(3, image, state=now, previous_state=before)`),
+  observation's features (LAPA / UniVLA-style heads), forward and inverse, each the mean of an
+  ensemble, starting at zero and stopped early on held-aside labelled episodes, so it falls back to
+  the lookup where the observation says nothing. The observation is the robot's state and how it
+  changed over the last step, where the shards record a state
+  (`adapter.to_robot(3, image, state=now, previous_state=before)`),
   else the image: on the arm scenes the state lifted the held-out direction cosine over the lookup's,
   the image features never did. With a state, the networks also train on the unlabelled episodes,
   labelled from how their state moved (pseudo_labels.py).
@@ -35,11 +36,12 @@ from robo_genie.adapter.pseudo_labels import with_pseudo_labels
 from robo_genie.adapter.transitions import Transitions, observation_features, state_observation
 from robo_genie.safe_write import write_text_atomic, writing
 
-FORMAT = "robo_genie.adapter/2"     # /2: a state adapter reads the state and its last change
+FORMAT = "robo_genie.adapter/3"     # /3: each network is an ensemble (/2: a state adapter reads the state's change)
 KINDS = ("lookup", "learned")
 UNITS = {"dx": "m", "dy": "m", "dz": "m", "droll": "rad", "dpitch": "rad", "dyaw": "rad", "gripper": "closed (0-1)"}
 HIDDEN = 128
 FIT_STEPS = 800
+MEMBERS = 5     # networks per ensemble: five averaged replay the arm 0.01-0.02 (of random's error) nearer than one
 
 
 class AdapterError(ValueError):
@@ -54,11 +56,24 @@ def _mlp(d_in: int, d_out: int) -> nn.Module:
     return net
 
 
-def _train(net: nn.Module, inputs: torch.Tensor, loss_fn, val: torch.Tensor, seed: int) -> nn.Module:
-    """Full-batch AdamW (labelled sets are hundreds to a few thousand transitions), keeping the
-    weights with the lowest loss on held-aside labelled episodes (`val` marks them): observation
-    features identify single frames, and a network left to run memorises them."""
-    torch.manual_seed(seed)
+class Ensemble(nn.Module):
+    """MEMBERS small networks from different starting weights, trained side by side; the output is
+    their mean. In closed loop the robot soon reaches states no training episode passed through, where
+    one network's correction is partly noise; the mean of several is steadier (NOTES.md, 2026-12-08)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.members = nn.ModuleList(_mlp(d_in, d_out) for _ in range(MEMBERS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def _train(net: Ensemble, inputs: torch.Tensor, loss_fn, val: torch.Tensor) -> Ensemble:
+    """Full-batch AdamW (labelled sets are hundreds to a few thousand transitions), each member on its
+    own loss, keeping the weights at which the ensemble's mean had the lowest loss on held-aside
+    episodes (`val` marks them): observation features identify single frames, and a network left to
+    run memorises them."""
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.01)
     fit_rows = ~val if val.any() and (~val).any() else torch.ones_like(val)
     best, best_loss, first_loss = copy.deepcopy(net.state_dict()), float("inf"), float("inf")
@@ -75,7 +90,7 @@ def _train(net: nn.Module, inputs: torch.Tensor, loss_fn, val: torch.Tensor, see
         if step == FIT_STEPS:
             break
         net.train()
-        loss = loss_fn(net(inputs[fit_rows]), fit_rows)
+        loss = sum(loss_fn(m(inputs[fit_rows]), fit_rows) for m in net.members)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -126,6 +141,12 @@ class Adapter:
         if unlabelled is not None and len(unlabelled):
             info["pseudo_labelled_transitions"] = len(unlabelled)
             data = with_pseudo_labels(data, unlabelled)
+        with torch.random.fork_rng():       # the same seed, the same adapter; the caller's RNG untouched
+            torch.manual_seed(seed)
+            return cls._fit_networks(kind, info, tensors, data, world)
+
+    @classmethod
+    def _fit_networks(cls, kind: str, info: dict, tensors: dict, data: Transitions, world) -> Adapter:
         # the networks train on every transition, labelled and pseudo-labelled
         actions, codes = torch.from_numpy(data.actions).float(), torch.from_numpy(data.codes).long()
         feats = torch.from_numpy(data.features).float()
@@ -136,9 +157,9 @@ class Adapter:
         # a quarter of the episodes (when there are several) choose when to stop
         eps = np.unique(data.episodes)
         val = torch.from_numpy(np.isin(data.episodes, eps[1::4] if len(eps) >= 4 else eps[1:2]))
-        _train(adapter.forward_net, x_fwd, lambda y, rows: F.mse_loss(y, target[rows]), val, seed)
+        _train(adapter.forward_net, x_fwd, lambda y, rows: F.mse_loss(y, target[rows]), val)
         x_inv, prior = adapter._inverse_inputs(actions, feats), adapter._lookup_logits(actions)
-        _train(adapter.inverse_net, x_inv, lambda y, rows: F.cross_entropy(prior[rows] + y, codes[rows]), val, seed)
+        _train(adapter.inverse_net, x_inv, lambda y, rows: F.cross_entropy(prior[rows] + y, codes[rows]), val)
         adapter.t |= {f"forward.{n}": v.detach() for n, v in adapter.forward_net.state_dict().items()}
         adapter.t |= {f"inverse.{n}": v.detach() for n, v in adapter.inverse_net.state_dict().items()}
         return adapter
@@ -150,14 +171,14 @@ class Adapter:
         # standardised per channel, as the features are: codes a short training left close together
         # must still look different to the network
         tensors = {"code_vectors": (vectors - vectors.mean(0)) / vectors.std(0).clamp_min(1e-6)}
-        fwd, inv = _mlp(code_dim + n_features, n_actions), _mlp(n_actions + n_features, world.num_actions)
+        fwd, inv = Ensemble(code_dim + n_features, n_actions), Ensemble(n_actions + n_features, world.num_actions)
         tensors |= {f"forward.{n}": v for n, v in fwd.state_dict().items()}
         tensors |= {f"inverse.{n}": v for n, v in inv.state_dict().items()}
         return tensors
 
     def _nets(self) -> tuple[nn.Module, nn.Module]:
         code_dim, n_feat = self.t["code_vectors"].shape[1], self.t["feature_mean"].shape[0]
-        return _mlp(code_dim + n_feat, len(self.names)), _mlp(len(self.names) + n_feat, self.info["num_actions"])
+        return Ensemble(code_dim + n_feat, len(self.names)), Ensemble(len(self.names) + n_feat, self.info["num_actions"])
 
     def _features(self, feats: torch.Tensor) -> torch.Tensor:
         return (feats - self.t["feature_mean"]) / self.t["feature_std"]
